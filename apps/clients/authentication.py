@@ -1,0 +1,31 @@
+"""DRF authentication: ``Authorization: Bearer <api key>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from apps.clients.models import ApiClient
+from apps.clients.selectors import client_for_api_key
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = "bearer"
+
+    def authenticate(self, request: Any) -> tuple[ApiClient, int] | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header:
+            return None
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != self.keyword or not key:
+            raise AuthenticationFailed("Malformed Authorization header; use 'Bearer <api key>'.")
+        client = client_for_api_key(key)
+        if client is None:
+            raise AuthenticationFailed("Unknown or revoked API key.")
+        return client, client.api_key_id  # type: ignore[attr-defined]
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="conveyor"'

@@ -1,0 +1,69 @@
+"""API clients (tenants) and their hashed API keys."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from django.db import models
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class ApiClient(models.Model):
+    """A tenant. It sees only its own jobs, and its limits apply to all of its keys."""
+
+    name = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive clients' keys are refused with 401."
+    )
+    unlimited = models.BooleanField(
+        default=False,
+        help_text="Trusted client (internal service, load test): no rate limits or quotas.",
+    )
+    max_active_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most non-terminal jobs at once; empty means the deployment default.",
+    )
+    webhook_secret = models.CharField(max_length=128, default=new_webhook_secret, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # DRF's IsAuthenticated asks request.user this; an authenticated request's user is its client.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+
+class ApiKey(models.Model):
+    """An API key. Only its SHA-256 is stored; the plain key exists once, at creation."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(
+        max_length=16, db_index=True, help_text="The key's first characters, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.client})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

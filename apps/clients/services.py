@@ -1,0 +1,44 @@
+"""Writes for API clients and keys."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.clients.keys import DISPLAY_PREFIX_LENGTH, generate_api_key, hash_api_key
+from apps.clients.models import ApiClient, ApiKey
+from apps.core.errors import ValidationFailed
+
+
+def api_key_create(*, client: ApiClient, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key for ``client``. Returns the row and the plain key, which is not stored."""
+    plain = generate_api_key()
+    key = ApiKey.objects.create(
+        client=client,
+        name=name,
+        prefix=plain[:DISPLAY_PREFIX_LENGTH],
+        key_hash=hash_api_key(plain),
+    )
+    return key, plain
+
+
+@transaction.atomic
+def client_create(*, name: str, unlimited: bool = False) -> tuple[ApiClient, str]:
+    """Create a client with one API key. Returns the client and the plain key."""
+    name = name.strip()
+    if not name:
+        raise ValidationFailed("A client needs a name.", details={"name": ["Required."]})
+    if ApiClient.objects.filter(name=name).exists():
+        raise ValidationFailed(
+            f"A client named {name!r} exists already.", details={"name": ["Already taken."]}
+        )
+    client = ApiClient.objects.create(name=name, unlimited=unlimited)
+    _, plain = api_key_create(client=client, name="initial")
+    return client, plain
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    """Revoke a key at once: the next request with it gets 401."""
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])

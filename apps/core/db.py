@@ -1,0 +1,29 @@
+"""Database helpers shared by the services."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.db import models, router
+from django.db.models.sql import UpdateQuery
+
+M = TypeVar("M", bound=models.Model)
+
+
+def update_returning(queryset: models.QuerySet[M], **changes: Any) -> list[M]:
+    """``queryset.update(**changes)`` that also returns the updated rows, in one statement.
+
+    A conditional UPDATE decides a race by its row count; RETURNING hands back the row as the
+    winner left it (PostgreSQL and SQLite 3.35+ both support it), so the caller never reads the
+    row again to learn what it just wrote.
+    """
+    model = queryset.model
+    using = queryset._db or router.db_for_write(model)
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(changes)
+    compiler = query.get_compiler(using)
+    compiler.pre_sql_setup()
+    sql, params = compiler.as_sql()
+    quote = compiler.connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in model._meta.concrete_fields)
+    return list(model._default_manager.db_manager(using).raw(f"{sql} RETURNING {columns}", params))

@@ -1,0 +1,45 @@
+"""Process-level endpoints (liveness) and JSON answers for Django's own 404/500 paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core import errors
+from apps.core.responses import error_http_response
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness: the process answers. No dependency is checked here; /readyz does that."""
+    return HttpResponse(b'{"status":"ok"}', content_type="application/json")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_http_response(errors.NotFound())
+
+
+def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    return error_http_response(errors.ConveyorError())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_http_response(errors.ValidationFailed("Bad request."))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_http_response(errors.NotFound())
+
+
+class BenchConstantView(APIView):
+    """The benchmark ceiling: a bare DRF endpoint returning a constant, on the same server and
+    settings as the real API (enabled only with BENCHMARK_ENDPOINTS=true)."""
+
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})

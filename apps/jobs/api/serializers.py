@@ -1,0 +1,94 @@
+"""Serializers that document the jobs API in OpenAPI.
+
+Validation of submissions happens in apps/jobs/submission.py (hand-written for speed) and
+rendering in apps/jobs/representation.py; these classes describe the same shapes for
+drf-spectacular and are checked against them by tests/jobs/test_api_schema.py.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.jobs.models import JobPriority, JobStatus
+from apps.jobs.webhook_events import WEBHOOK_EVENTS
+
+
+class JobErrorDoc(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class JobProgressDoc(serializers.Serializer):
+    percent = serializers.IntegerField(min_value=0, max_value=100)
+    message = serializers.CharField()
+
+
+class JobDoc(serializers.Serializer):
+    id = serializers.CharField(help_text="Opaque, unique, URL-safe.")
+    type = serializers.CharField()
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    input = serializers.DictField()
+    result = serializers.DictField(allow_null=True)
+    error = JobErrorDoc(allow_null=True, help_text="The last error; set when failed.")
+    progress = JobProgressDoc(allow_null=True)
+    priority = serializers.ChoiceField(choices=JobPriority.choices)
+    queue = serializers.CharField(help_text="The worker pool that runs it.")
+    attempts = serializers.IntegerField()
+    max_attempts = serializers.IntegerField()
+    timeout_seconds = serializers.IntegerField()
+    idempotency_key = serializers.CharField(allow_null=True)
+    webhook_url = serializers.URLField(allow_null=True)
+    webhook_events = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_EVENTS))
+    metadata = serializers.DictField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+    run_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    cancel_requested = serializers.BooleanField()
+
+
+class JobSubmitDoc(serializers.Serializer):
+    type = serializers.CharField(help_text="A registered job type (GET /api/v1/job-types).")
+    input = serializers.DictField(
+        required=False, help_text="Validated against the type's input_schema."
+    )
+    priority = serializers.ChoiceField(choices=JobPriority.choices, default="normal")
+    run_at = serializers.DateTimeField(required=False, help_text="RFC 3339; at most 365 days ahead.")
+    delay_seconds = serializers.FloatField(required=False, min_value=0, max_value=31536000)
+    max_attempts = serializers.IntegerField(
+        required=False, min_value=1, help_text="Capped by the type's max_attempts_limit."
+    )
+    timeout_seconds = serializers.IntegerField(
+        required=False, min_value=1, help_text="Capped by the type's max_timeout_seconds."
+    )
+    webhook_url = serializers.URLField(required=False)
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS),
+        required=False,
+        help_text="Default: the terminal events.",
+    )
+    metadata = serializers.DictField(
+        child=serializers.CharField(max_length=500),
+        required=False,
+        help_text="Your own labels: at most 20 string values; filter with metadata[key]=value.",
+    )
+
+
+class JobPageDoc(serializers.Serializer):
+    results = JobDoc(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null at the end.")
+
+
+class JobTypeDoc(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    timeout_seconds = serializers.IntegerField(help_text="Default timeout.")
+    max_timeout_seconds = serializers.IntegerField()
+    max_attempts = serializers.IntegerField(help_text="Default attempts.")
+    max_attempts_limit = serializers.IntegerField()
+    input_schema = serializers.DictField(help_text="JSON Schema of the input.")
+
+
+class JobTypeListDoc(serializers.Serializer):
+    results = JobTypeDoc(many=True)

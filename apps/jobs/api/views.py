@@ -1,0 +1,260 @@
+"""The jobs API (/api/v1/). Views parse the request, call a service or selector, shape the answer."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.api_docs import error_responses
+from apps.core.errors import UnsupportedMediaType, ValidationFailed
+from apps.jobs import selectors, services
+from apps.jobs.api.serializers import (
+    JobDoc,
+    JobPageDoc,
+    JobSubmitDoc,
+    JobTypeListDoc,
+)
+from apps.jobs.models import JobStatus
+from apps.jobs.registry import all_job_types
+from apps.jobs.representation import job_etag, job_location, job_to_dict
+
+JOB_CACHE_CONTROL = "private, no-cache"
+
+
+class ConveyorAPIView(APIView):
+    """Base for every API view: a request body, wherever it is sent, must be JSON."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if _has_body(request) and not _is_json(request.content_type):
+            raise UnsupportedMediaType()
+
+
+def _has_body(request: Request) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return True
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _job_response(job: Any, status: int = 200, **headers: str) -> Response:
+    return Response(
+        job_to_dict(job),
+        status=status,
+        headers={"ETag": job_etag(job), "Cache-Control": JOB_CACHE_CONTROL, **headers},
+    )
+
+
+# --- Query parsing for the list ---------------------------------------------------------------
+
+
+def _encode_cursor(pk: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(pk.bytes).rstrip(b"=").decode()
+
+
+def _decode_cursor(value: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return uuid.UUID(bytes=raw)
+    except (ValueError, TypeError):
+        raise ValidationFailed(
+            "The cursor is not valid.", details={"cursor": ["Not a cursor from this API."]}
+        ) from None
+
+
+def _split(values: list[str]) -> list[str]:
+    return [part for value in values for part in value.split(",") if part]
+
+
+def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        errors[name] = ["Must be an RFC 3339 date-time with a timezone."]
+        return None
+    return parsed
+
+
+def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID | None, int]:
+    errors: dict[str, list[str]] = {}
+    statuses = _split(params.getlist("status"))
+    if bad := sorted(set(statuses) - set(JobStatus.values)):
+        errors["status"] = [f"Unknown status {', '.join(bad)}."]
+    metadata = {}
+    for name, value in params.items():
+        if name.startswith("metadata[") and name.endswith("]") and len(name) > 10:
+            metadata[name[9:-1]] = value
+    limit = settings.JOBS_LIST_PAGE_SIZE
+    if params.get("limit"):
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= settings.JOBS_LIST_MAX_PAGE_SIZE:
+            errors["limit"] = [f"Must be an integer from 1 to {settings.JOBS_LIST_MAX_PAGE_SIZE}."]
+    filters = selectors.JobListFilters(
+        statuses=statuses,
+        types=_split(params.getlist("type")),
+        queues=_split(params.getlist("queue")),
+        metadata=metadata,
+        created_after=_parse_time(params.get("created_after"), "created_after", errors),
+        created_before=_parse_time(params.get("created_before"), "created_before", errors),
+    )
+    if errors:
+        raise ValidationFailed("The query is not valid.", details=errors)
+    cursor = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    return filters, cursor, limit
+
+
+_LIST_PARAMETERS = [
+    OpenApiParameter("status", str, description="Comma-separated statuses."),
+    OpenApiParameter("type", str, description="Comma-separated job types."),
+    OpenApiParameter("queue", str, description="Comma-separated queues."),
+    OpenApiParameter(
+        "metadata[key]", str, description="Jobs whose metadata has key = value (repeatable)."
+    ),
+    OpenApiParameter("created_after", datetime),
+    OpenApiParameter("created_before", datetime),
+    OpenApiParameter("cursor", str, description="From the previous page's `next`."),
+    OpenApiParameter("limit", int, description="Page size, 1-200 (default 50)."),
+]
+_IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    description="Replays the first response for 24 h when the same key and body are sent again.",
+)
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+
+class JobCollectionView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="jobs_list",
+        summary="List your jobs, newest first",
+        parameters=_LIST_PARAMETERS,
+        responses={200: JobPageDoc, **error_responses(400, 401)},
+    )
+    def get(self, request: Request) -> Response:
+        filters, cursor, limit = parse_list_query(request.query_params)
+        jobs, next_pk = selectors.jobs_page_for_client(
+            client_id=request.user.pk, filters=filters, after=cursor, limit=limit
+        )
+        next_url = None
+        if next_pk is not None:
+            query = request.query_params.copy()
+            query["cursor"] = _encode_cursor(next_pk)
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response({"results": [job_to_dict(job) for job in jobs], "next": next_url})
+
+    @extend_schema(
+        operation_id="jobs_submit",
+        summary="Submit a job",
+        request=JobSubmitDoc,
+        parameters=[_IDEMPOTENCY_HEADER],
+        responses={202: JobDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        job = services.job_submit(
+            client=request.user,
+            data=request.data,
+            request_id=request._request.request_id,
+        )
+        return _job_response(job, 202, Location=job_location(job))
+
+
+class JobDetailView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="jobs_get",
+        summary="Get a job's status",
+        responses={200: JobDoc, 304: None, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, job_id: str) -> Response | HttpResponse:
+        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        etag = job_etag(job)
+        if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
+            return Response(status=304, headers={"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL})
+        return _job_response(job)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+class JobCancelView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="jobs_cancel",
+        summary="Cancel a job",
+        request=None,
+        responses={
+            200: JobDoc,
+            202: JobDoc,
+            **error_responses(401, 404, 409),
+        },
+        description="A waiting job is canceled at once (200); a running one gets "
+        "cancel_requested and its worker stops it (202).",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        job, finished = services.job_cancel(job=job)
+        return _job_response(job, 200 if finished else 202)
+
+
+class JobRetryView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="jobs_retry",
+        summary="Run a failed or canceled job again",
+        request=None,
+        responses={202: JobDoc, **error_responses(401, 404, 409, 429)},
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        job = services.job_retry(job=job)
+        return _job_response(job, 202, Location=job_location(job))
+
+
+class JobTypeListView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="job_types_list",
+        summary="List the registered job types and their input schemas",
+        responses={200: JobTypeListDoc, **error_responses(401)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "results": [
+                    {
+                        "name": jt.name,
+                        "description": jt.description,
+                        "queue": jt.queue,
+                        "timeout_seconds": jt.timeout_seconds,
+                        "max_timeout_seconds": jt.max_timeout_seconds,
+                        "max_attempts": jt.max_attempts,
+                        "max_attempts_limit": jt.max_attempts_limit,
+                        "input_schema": jt.input_schema,
+                    }
+                    for jt in all_job_types()
+                ]
+            }
+        )

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class JobsConfig(AppConfig):
+    name = "apps.jobs"
+    label = "jobs"
+    verbose_name = "Jobs"
+
+    def ready(self) -> None:
+        from apps.jobs.registry import load_job_type_modules
+
+        load_job_type_modules(settings.CONVEYOR_JOB_TYPE_MODULES)
+        if settings.BROKER_SCHEME == "filesystem":
+            # The embedded broker's folders; kombu's filesystem transport does not create them.
+            for option in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+                Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[option]).mkdir(
+                    parents=True, exist_ok=True
+                )

@@ -1,0 +1,133 @@
+"""Jobs and their append-only event log.
+
+Every status change is a conditional UPDATE in apps/jobs/services.py plus one JobEvent row; no
+other code writes ``Job.status``.
+"""
+
+from __future__ import annotations
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Q
+
+from apps.clients.models import ApiClient
+from apps.core.ids import uuid7
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
+# Statuses in which a job waits for a start and can be canceled at once.
+WAITING_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING})
+
+
+class JobPriority(models.TextChoices):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # Indexed by the composite indexes below, which lead with client.
+    client = models.ForeignKey(
+        ApiClient, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=JobStatus.choices)
+    input = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    result = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    error = models.JSONField(null=True, blank=True)
+    progress = models.JSONField(null=True, blank=True)
+    priority = models.CharField(
+        max_length=8, choices=JobPriority.choices, default=JobPriority.NORMAL
+    )
+    queue = models.CharField(max_length=64)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField()
+    timeout_seconds = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    webhook_url = models.URLField(max_length=2048, null=True, blank=True)
+    webhook_events = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    run_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Operational fields, not part of the public representation.
+    version = models.PositiveIntegerField(default=1, help_text="Bumped by every update (ETag).")
+    request_id = models.CharField(max_length=128, blank=True)
+    task_id = models.CharField(max_length=64, blank=True, help_text="Celery id of the last run.")
+    worker = models.CharField(max_length=255, blank=True, help_text="Worker of the last run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last run message was published."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The list endpoint: own jobs newest first, optionally by status (keyset on id).
+            models.Index(fields=["client", "-id"], name="job_client_id"),
+            models.Index(fields=["client", "status", "-id"], name="job_client_status_id"),
+            # The maintenance loop: due scheduled/retrying jobs, stale heartbeats, lost messages.
+            models.Index(
+                fields=["run_at"],
+                name="job_due",
+                condition=Q(status__in=["scheduled", "retrying"]),
+            ),
+            models.Index(
+                fields=["heartbeat_at"], name="job_running_hb", condition=Q(status="running")
+            ),
+            models.Index(
+                fields=["queue", "enqueued_at"], name="job_queued", condition=Q(status="queued")
+            ),
+            # Retention: finished jobs by age.
+            models.Index(
+                fields=["finished_at"],
+                name="job_finished",
+                condition=Q(status__in=["succeeded", "failed", "canceled"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "idempotency_key"],
+                name="job_client_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobEvent(models.Model):
+    """One row per status change (and per attempt's error): append-only."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
+    from_status = models.CharField(max_length=16, choices=JobStatus.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=JobStatus.choices)
+    attempt = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField()
+    details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"], name="jobevent_job_id")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.from_status or '∅'} → {self.to_status}"

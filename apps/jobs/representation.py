@@ -1,0 +1,51 @@
+"""The public Job object of API.md, as a plain dict (no serializer on the hot read path).
+
+The same dict is the API response body, the status cache entry and a webhook's ``data``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from apps.jobs.models import Job
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def job_location(job: Job) -> str:
+    return f"/api/v1/jobs/{job.pk}"
+
+
+def job_etag(job: Job) -> str:
+    return f'"{job.version}"'
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": str(job.pk),
+        "type": job.type,
+        "status": job.status,
+        "input": job.input,
+        "result": job.result,
+        "error": job.error,
+        "progress": job.progress,
+        "priority": job.priority,
+        "queue": job.queue,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "timeout_seconds": job.timeout_seconds,
+        "idempotency_key": job.idempotency_key,
+        "webhook_url": job.webhook_url,
+        "webhook_events": job.webhook_events,
+        "metadata": job.metadata,
+        "created_at": rfc3339(job.created_at),
+        "run_at": rfc3339(job.run_at),
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
+        "cancel_requested": job.cancel_requested,
+    }

@@ -1,0 +1,123 @@
+"""Reads of jobs. Every read is scoped to the asking client: another client's job is not found."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import Count, Min, QuerySet
+from django.utils import timezone
+from django.db.models.fields.json import KeyTextTransform
+
+from apps.core.errors import NotFound
+from apps.jobs.models import Job, JobStatus
+
+
+def parse_job_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def job_get_for_client(*, client_id: int, job_id: str) -> Job:
+    """The client's job, or NotFound (also for a malformed id or another client's job)."""
+    pk = parse_job_id(job_id)
+    job = Job.objects.filter(pk=pk, client_id=client_id).first() if pk else None
+    if job is None:
+        raise NotFound("No job with this id.")
+    return job
+
+
+@dataclass(frozen=True)
+class JobListFilters:
+    statuses: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of ``moment``'s millisecond: a bound on ids created at or after it."""
+    ms = int(moment.timestamp() * 1000)
+    return uuid.UUID(int=(max(ms, 0) << 80) | (0x7 << 76) | (0b10 << 62))
+
+
+def jobs_filtered(*, client_id: int, filters: JobListFilters) -> QuerySet[Job]:
+    qs = Job.objects.filter(client_id=client_id)
+    if filters.statuses:
+        qs = qs.filter(status__in=filters.statuses)
+    if filters.types:
+        qs = qs.filter(type__in=filters.types)
+    if filters.queues:
+        qs = qs.filter(queue__in=filters.queues)
+    if filters.metadata:
+        if connections[router.db_for_read(Job)].vendor == "postgresql":
+            # jsonb containment: served by the GIN index on metadata.
+            qs = qs.filter(metadata__contains=filters.metadata)
+        else:
+            for index, (key, value) in enumerate(sorted(filters.metadata.items())):
+                alias = f"metadata_{index}"
+                qs = qs.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(
+                    **{alias: value}
+                )
+    # Ids are UUIDv7, ordered by creation time: an id bound lets the (client, id) index do the
+    # range scan, and the created_at condition keeps the exact semantics.
+    if filters.created_after is not None:
+        qs = qs.filter(pk__gte=uuid7_floor(filters.created_after),
+                       created_at__gt=filters.created_after)
+    if filters.created_before is not None:
+        qs = qs.filter(created_at__lt=filters.created_before)
+    return qs
+
+
+def jobs_page_for_client(
+    *, client_id: int, filters: JobListFilters, after: uuid.UUID | None, limit: int
+) -> tuple[list[Job], uuid.UUID | None]:
+    """One page of the client's jobs, newest first, and the cursor of the next page (or None).
+
+    Keyset pagination on the unique id: a page never repeats or skips a job, whatever is
+    inserted meanwhile (new jobs appear at the top, before the first page).
+    """
+    qs = jobs_filtered(client_id=client_id, filters=filters)
+    if after is not None:
+        qs = qs.filter(pk__lt=after)
+    rows = list(qs.order_by("-pk")[: limit + 1])
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].pk
+    return rows, None
+
+
+def queue_statistics() -> dict[str, Any]:
+    """Per queue: broker depth, queued jobs and the oldest one's wait; jobs per status."""
+    from apps.jobs.broker import MAINTENANCE_QUEUE, queue_depths
+    from apps.jobs.registry import queues
+
+    now = timezone.now()
+    statuses = dict.fromkeys(JobStatus.values, 0)
+    for row in Job.objects.values("status").annotate(n=Count("pk")).order_by():
+        statuses[row["status"]] = row["n"]
+    waiting = {
+        row["queue"]: row
+        for row in Job.objects.filter(status=JobStatus.QUEUED)
+        .values("queue")
+        .annotate(n=Count("pk"), oldest=Min("enqueued_at"))
+        .order_by()
+    }
+    names = sorted(set(queues()) | set(waiting))
+    depths = queue_depths([*names, MAINTENANCE_QUEUE])
+    result = {}
+    for name in [*names, MAINTENANCE_QUEUE]:
+        row = waiting.get(name)
+        oldest = row["oldest"] if row else None
+        result[name] = {
+            "depth": depths.get(name),
+            "queued": row["n"] if row else 0,
+            "oldest_queued_age_seconds": round((now - oldest).total_seconds(), 3) if oldest else None,
+        }
+    return {"queues": result, "statuses": statuses}

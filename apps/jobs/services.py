@@ -1,0 +1,355 @@
+"""Writes to jobs: submission, client actions, and the worker-side transitions.
+
+Every status change is a conditional UPDATE (``WHERE id = … AND status = …``, plus the attempt
+number for worker transitions) whose row count decides a race: a cancel and a start that arrive
+together cannot both win, and a worker that lost its job to crash recovery cannot overwrite the
+new attempt's outcome. Each change writes one JobEvent row in the same transaction and announces
+itself through ``job_changed`` (webhook outbox, status cache), also inside that transaction.
+
+Services know nothing of HTTP: views, tasks, commands and tests call the same functions.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.dispatch import Signal
+from django.utils import timezone
+
+from apps.clients.models import ApiClient
+from apps.core.db import update_returning
+from apps.core.errors import InvalidState
+from apps.core.ids import uuid7_with_time
+from apps.jobs.dispatch import publish_on_commit
+from apps.jobs.models import (
+    WAITING_STATUSES,
+    Job,
+    JobEvent,
+    JobStatus,
+)
+from apps.jobs.registry import JobType, get_job_type
+from apps.jobs.submission import Submission, parse_submission
+
+# Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
+# job as the change left it. ``previous`` is the status before; it equals job.status for changes
+# that are not transitions (progress, cancel request).
+job_changed = Signal()
+
+_CAS_ATTEMPTS = 5
+
+
+def _record(
+    job: Job, from_status: str, *, at: datetime, details: dict[str, Any] | None = None
+) -> JobEvent:
+    return JobEvent.objects.create(
+        job_id=job.pk,
+        from_status=from_status,
+        to_status=job.status,
+        attempt=job.attempts,
+        at=at,
+        details=details or {},
+    )
+
+
+def _changed(job: Job, previous: str, **extra: Any) -> None:
+    job_changed.send(sender=Job, job=job, previous=previous, **extra)
+
+
+def _swap(job_id: Any, expected: dict[str, Any], **changes: Any) -> Job | None:
+    """Apply ``changes`` if the row still matches ``expected``; the updated job, else None."""
+    rows = update_returning(
+        Job.objects.filter(pk=job_id, **expected), version=F("version") + 1, **changes
+    )
+    return rows[0] if rows else None
+
+
+# --- Submission ---------------------------------------------------------------------------
+
+
+def job_build(
+    *,
+    client: ApiClient,
+    submission: Submission,
+    request_id: str = "",
+    idempotency_key: str | None = None,
+) -> Job:
+    """An unsaved Job for a validated submission."""
+    job_id, created_at = uuid7_with_time()
+    status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
+    return Job(
+        id=job_id,
+        client_id=client.pk,
+        type=submission.job_type.name,
+        status=status,
+        input=submission.input,
+        priority=submission.priority,
+        queue=submission.job_type.queue,
+        max_attempts=submission.max_attempts,
+        timeout_seconds=submission.timeout_seconds,
+        idempotency_key=idempotency_key,
+        webhook_url=submission.webhook_url,
+        webhook_events=submission.webhook_events,
+        metadata=submission.metadata,
+        created_at=created_at,
+        run_at=submission.run_at,
+        enqueued_at=created_at if status == JobStatus.QUEUED else None,
+        request_id=request_id,
+    )
+
+
+def job_submit(
+    *,
+    client: ApiClient,
+    data: dict[str, Any],
+    request_id: str = "",
+    idempotency_key: str | None = None,
+) -> Job:
+    """Validate one submission, store it with its first event, and publish it after commit.
+
+    Raises ValidationFailed (every problem, keyed by field) or PayloadTooLarge; nothing is
+    written then.
+    """
+    submission = parse_submission(data, now=timezone.now())
+    job = job_build(
+        client=client,
+        submission=submission,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+    )
+    with transaction.atomic():
+        job.save(force_insert=True)
+        _record(job, "", at=job.created_at)
+        _changed(job, "")
+        if job.status == JobStatus.QUEUED:
+            publish_on_commit([job])
+    return job
+
+
+# --- Client actions -------------------------------------------------------------------------
+
+
+def job_cancel(*, job: Job) -> tuple[Job, bool]:
+    """Cancel a job. Returns (job, finished): a waiting job is canceled at once (True); a running
+    one gets ``cancel_requested`` and its worker stops it (False). Raises InvalidState for a
+    finished job."""
+    for _ in range(_CAS_ATTEMPTS):
+        status = job.status
+        now = timezone.now()
+        with transaction.atomic():
+            if status in WAITING_STATUSES:
+                updated = _swap(
+                    job.pk,
+                    {"status": status},
+                    status=JobStatus.CANCELED,
+                    cancel_requested=True,
+                    finished_at=now,
+                )
+                if updated is not None:
+                    _record(updated, status, at=now, details={"reason": "canceled by client"})
+                    _changed(updated, status)
+                    return updated, True
+            elif status == JobStatus.RUNNING:
+                if job.cancel_requested:
+                    return job, False
+                updated = _swap(
+                    job.pk,
+                    {"status": status, "cancel_requested": False},
+                    cancel_requested=True,
+                )
+                if updated is not None:
+                    _record(updated, status, at=now, details={"cancel_requested": True})
+                    _changed(updated, status)
+                    return updated, False
+            else:
+                raise InvalidState(
+                    f"The job is {status}; only a queued, scheduled, retrying or running job "
+                    "can be canceled.",
+                    details={"status": status},
+                )
+        # Lost a race with another transition: look again and decide anew.
+        job.refresh_from_db()
+    raise InvalidState("The job is changing too fast to cancel; try again.")
+
+
+def job_retry(*, job: Job) -> Job:
+    """Run a failed or canceled job again: status ``queued``, attempts and outcome reset."""
+    for _ in range(_CAS_ATTEMPTS):
+        status = job.status
+        if status not in {JobStatus.FAILED, JobStatus.CANCELED}:
+            raise InvalidState(
+                f"The job is {status}; only a failed or canceled job can be retried.",
+                details={"status": status},
+            )
+        now = timezone.now()
+        with transaction.atomic():
+            updated = _swap(
+                job.pk,
+                {"status": status},
+                status=JobStatus.QUEUED,
+                attempts=0,
+                result=None,
+                error=None,
+                progress=None,
+                run_at=None,
+                started_at=None,
+                finished_at=None,
+                heartbeat_at=None,
+                cancel_requested=False,
+                enqueued_at=now,
+            )
+            if updated is not None:
+                _record(updated, status, at=now, details={"reason": "retried by client"})
+                _changed(updated, status)
+                publish_on_commit([updated])
+                return updated
+        job.refresh_from_db()
+    raise InvalidState("The job is changing too fast to retry; try again.")
+
+
+# --- Worker-side transitions ------------------------------------------------------------------
+
+
+def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
+    """Claim a queued job for this worker: ``running``, next attempt.
+
+    Returns None when the job is not queued (canceled meanwhile, already claimed by another
+    worker, a stale or duplicate message): the caller drops the message.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        job = _swap(
+            job_id,
+            {"status": JobStatus.QUEUED},
+            status=JobStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            heartbeat_at=now,
+            progress=None,
+            worker=worker[:255],
+            task_id=task_id[:64],
+        )
+        if job is None:
+            return None
+        _record(job, JobStatus.QUEUED, at=now, details={"worker": worker} if worker else None)
+        _changed(job, JobStatus.QUEUED)
+    return job
+
+
+def _running(job: Job) -> dict[str, Any]:
+    # The attempt number fences a worker that lost its job to crash recovery: its late outcome
+    # no longer matches the row and is discarded.
+    return {"status": JobStatus.RUNNING, "attempts": job.attempts}
+
+
+def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
+    """Record the running attempt's result. None if the attempt no longer owns the job."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = _swap(
+            job.pk,
+            _running(job),
+            status=JobStatus.SUCCEEDED,
+            result=result if result is not None else {},
+            error=None,
+            finished_at=now,
+            heartbeat_at=None,
+        )
+        if updated is None:
+            return None
+        _record(updated, JobStatus.RUNNING, at=now)
+        _changed(updated, JobStatus.RUNNING)
+    return updated
+
+
+def retry_delay(job_type: JobType | None, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempt-1)))."""
+    base = job_type.retry_backoff_seconds if job_type else 2.0
+    cap = job_type.retry_backoff_max_seconds if job_type else 600.0
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def job_fail(
+    *, job: Job, code: str, message: str, retryable: bool, now: datetime | None = None
+) -> Job | None:
+    """Record a failed attempt. The job goes to ``retrying`` (next attempt scheduled with
+    backoff) when the error is retryable and attempts remain, to ``canceled`` when a cancel was
+    requested meanwhile, else to ``failed``. None if the attempt no longer owns the job."""
+    now = now or timezone.now()
+    error = {"code": code, "message": message[:2000]}
+    for _ in range(2):
+        if job.cancel_requested:
+            target, changes = JobStatus.CANCELED, {"finished_at": now}
+        elif retryable and job.attempts < job.max_attempts:
+            delay = retry_delay(get_job_type(job.type), job.attempts)
+            target = JobStatus.RETRYING
+            changes = {"run_at": now + timedelta(seconds=delay), "finished_at": None}
+        else:
+            target, changes = JobStatus.FAILED, {"finished_at": now}
+        with transaction.atomic():
+            expected = {**_running(job), "cancel_requested": job.cancel_requested}
+            updated = _swap(job.pk, expected, status=target, error=error, heartbeat_at=None, **changes)
+            if updated is not None:
+                _record(updated, JobStatus.RUNNING, at=now, details={"error": error})
+                _changed(updated, JobStatus.RUNNING)
+                return updated
+        # A cancel request may have landed meanwhile; re-read once and decide again.
+        fresh = Job.objects.filter(pk=job.pk, **_running(job)).first()
+        if fresh is None:
+            return None
+        job = fresh
+    return None
+
+
+def job_finish_canceled(*, job: Job) -> Job | None:
+    """A running job whose handler honoured a cancel request ends ``canceled``."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = _swap(
+            job.pk,
+            _running(job),
+            status=JobStatus.CANCELED,
+            cancel_requested=True,
+            finished_at=now,
+            heartbeat_at=None,
+        )
+        if updated is None:
+            return None
+        _record(updated, JobStatus.RUNNING, at=now, details={"reason": "canceled while running"})
+        _changed(updated, JobStatus.RUNNING)
+    return updated
+
+
+def job_report_progress(*, job: Job, percent: int, message: str = "") -> bool | None:
+    """Store the running attempt's progress. Returns whether a cancel was requested, or None if
+    the attempt no longer owns the job."""
+    progress = {"percent": max(0, min(100, int(percent))), "message": str(message)[:500]}
+    with transaction.atomic():
+        updated = _swap(job.pk, _running(job), progress=progress, heartbeat_at=timezone.now())
+        if updated is None:
+            return None
+        _changed(updated, JobStatus.RUNNING, progress=True)
+    return updated.cancel_requested
+
+
+def job_heartbeat(*, job: Job) -> bool | None:
+    """Tell the maintenance loop the attempt is alive. Returns whether a cancel was requested,
+    or None if the attempt no longer owns the job. Not a visible change: no version bump."""
+    rows = update_returning(
+        Job.objects.filter(pk=job.pk, **_running(job)), heartbeat_at=timezone.now()
+    )
+    return rows[0].cancel_requested if rows else None
+
+
+def job_fail_by_task(*, job_id: Any, task_id: str, code: str, message: str) -> Job | None:
+    """Fail the attempt that Celery task ``task_id`` was running (its process is gone: a hard
+    time limit killed it). Retried when the job type retries timeouts and attempts remain."""
+    job = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, task_id=task_id).first()
+    if job is None:
+        return None
+    job_type = get_job_type(job.type)
+    retryable = job_type.retry_on_timeout if job_type else False
+    return job_fail(job=job, code=code, message=message, retryable=retryable)

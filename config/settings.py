@@ -1,0 +1,338 @@
+"""Conveyor settings, read from the environment.
+
+Every knob an operator may turn is an environment variable; README.md lists them all. With
+nothing set, Conveyor runs on embedded defaults (SQLite, Celery's filesystem transport and a file
+cache under ``var/``) so that ``make run`` works on a bare machine.
+
+``CONVEYOR_ENV`` picks the safety rules: ``production`` (the default, so that a deploy that forgot
+to say otherwise is safe) refuses a missing or insecure ``SECRET_KEY``, ``DEBUG`` on and
+``ALLOWED_HOSTS=*``; ``development`` and ``test`` accept local shortcuts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+CONVEYOR_ENV = env.str("CONVEYOR_ENV", default="production")
+if CONVEYOR_ENV not in {"production", "development", "test"}:
+    raise ImproperlyConfigured(
+        f"CONVEYOR_ENV must be production, development or test, not {CONVEYOR_ENV!r}"
+    )
+IS_PRODUCTION = CONVEYOR_ENV == "production"
+
+VAR_DIR = Path(env.str("CONVEYOR_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Security ---------------------------------------------------------------------------------
+INSECURE_SECRET_KEY = "conveyor-insecure-development-key-never-use-in-production"
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="" if IS_PRODUCTION else INSECURE_SECRET_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+if not IS_PRODUCTION and "testserver" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append("testserver")
+
+
+def _production_problems() -> list[str]:
+    problems = []
+    if not SECRET_KEY:
+        problems.append("SECRET_KEY is not set")
+    elif (
+        SECRET_KEY == INSECURE_SECRET_KEY
+        or SECRET_KEY.startswith("django-insecure")
+        or len(SECRET_KEY) < 32
+        or len(set(SECRET_KEY)) < 5
+    ):
+        problems.append("SECRET_KEY is a default or too weak (use 32+ random characters)")
+    if DEBUG:
+        problems.append("DEBUG is on")
+    if "*" in ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS contains '*'")
+    return problems
+
+
+if IS_PRODUCTION and (_problems := _production_problems()):
+    raise ImproperlyConfigured(
+        "Refusing to start with insecure production settings: "
+        + "; ".join(_problems)
+        + ". Set CONVEYOR_ENV=development for local use."
+    )
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=IS_PRODUCTION)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("TRUST_X_FORWARDED_PROTO", False) else None
+)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Applications ---------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apps.core",
+    "apps.clients",
+    "apps.jobs",
+]
+
+MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database ---------------------------------------------------------------------------------
+# Persistent connections by default: a web thread or worker process keeps one open connection.
+# DATABASE_POOL=true switches PostgreSQL to psycopg's pool instead (for threaded servers with
+# more threads than the database should see connections).
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'conveyor.sqlite3'}")
+DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
+DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=600)
+DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=30_000)
+
+
+def _database(url: str) -> dict:
+    config = env.db_url_config(url)
+    engine = config["ENGINE"]
+    options = config.setdefault("OPTIONS", {})
+    if engine.endswith("sqlite3"):
+        # WAL + IMMEDIATE transactions let the web, worker and scheduler processes share one
+        # file without "database is locked" errors under light local load.
+        options.setdefault(
+            "init_command",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        )
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("timeout", 20)
+    elif engine.endswith("postgresql"):
+        options.setdefault("connect_timeout", 5)
+        options.setdefault("application_name", "conveyor")
+        if DATABASE_STATEMENT_TIMEOUT_MS:
+            options.setdefault("options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}")
+        if DATABASE_POOL:
+            options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 10}
+            config["CONN_MAX_AGE"] = 0
+        else:
+            config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
+            config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+for _index, _url in enumerate(DATABASE_REPLICA_URLS):
+    DATABASES[f"replica{_index}"] = {**_database(_url), "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+
+# --- Redis, cache ----------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=REDIS_URL)
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="conveyor")
+if REDIS_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_CACHE_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": 300,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": 300,
+        }
+    }
+
+# --- Celery (read by config/celery_app.py through the CELERY_ namespace) ---------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+BROKER_SCHEME = urlsplit(CELERY_BROKER_URL).scheme.split("+")[0]
+if BROKER_SCHEME == "filesystem":
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+elif BROKER_SCHEME in {"redis", "rediss"}:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Jobs are the source of truth in the database; a redelivered message for a job that
+        # is already running is dropped at claim time, so this only bounds how long an unacked
+        # message of a dead worker waits before Redis hands it out again.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=7200),
+        "queue_order_strategy": "priority",
+        "priority_steps": [0, 3, 6, 9],
+        "sep": ":",
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 25,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_POOL_LIMIT = 10
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUE_MAX_PRIORITY = 10
+CELERY_TASK_DEFAULT_PRIORITY = None
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = BROKER_SCHEME != "filesystem"
+
+# --- Conveyor -------------------------------------------------------------------------------
+# Modules that declare job types; imported when the jobs app starts, the way INSTALLED_APPS is.
+CONVEYOR_JOB_TYPE_MODULES = env.list(
+    "CONVEYOR_JOB_TYPE_MODULES", default=["workers.handlers.diagnostics"]
+)
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+JOB_INPUT_MAX_BYTES = env.int("JOB_INPUT_MAX_BYTES", default=256 * 1024)
+JOB_TIMEOUT_GRACE_SECONDS = env.int("JOB_TIMEOUT_GRACE_SECONDS", default=15)
+# A running job's worker stamps heartbeat_at this often; the maintenance loop treats a job whose
+# heartbeat is older than the timeout as abandoned (worker killed, machine gone) and runs it again.
+JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
+JOB_HEARTBEAT_TIMEOUT_SECONDS = env.float("JOB_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
+# How long a running handler may ignore a cancel request before it is interrupted.
+JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
+JOBS_LIST_PAGE_SIZE = 50
+JOBS_LIST_MAX_PAGE_SIZE = 200
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
+BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not IS_PRODUCTION
+)
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.clients.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps.core.negotiation.JSONOnlyNegotiation",
+    "EXCEPTION_HANDLER": "apps.core.exception_handler.handle_exception",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "UNAUTHENTICATED_TOKEN": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conveyor API",
+    "DESCRIPTION": (
+        "Submit jobs, poll their status, receive signed webhooks. Every error has the shape "
+        '`{"error": {"code", "message", "details", "request_id"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+# --- Sentry -----------------------------------------------------------------------------------
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN and os.environ.get("CONVEYOR_SKIP_SENTRY") != "1":
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, environment=CONVEYOR_ENV, send_default_pii=False)
