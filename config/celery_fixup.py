@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery.fixups.django import DjangoFixup, DjangoWorkerFixup
+from celery.fixups.django import DjangoFixup, DjangoWorkerFixup  # type: ignore[attr-defined]
 
 
 class ConnectionKeepingWorkerFixup(DjangoWorkerFixup):
@@ -26,7 +26,7 @@ class ConnectionKeepingWorkerFixup(DjangoWorkerFixup):
 class ConveyorDjangoFixup(DjangoFixup):
     @property
     def worker_fixup(self) -> DjangoWorkerFixup:
-        if self._worker_fixup is None:
+        if self._worker_fixup is None:  # type: ignore[has-type]
             self._worker_fixup = ConnectionKeepingWorkerFixup(self.app)
         return self._worker_fixup
 
@@ -37,5 +37,7 @@ class ConveyorDjangoFixup(DjangoFixup):
 
 def fixup(app: Any) -> DjangoFixup | None:
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
-        return ConveyorDjangoFixup(app).install()
+        fixup = ConveyorDjangoFixup(app)
+        fixup.install()
+        return fixup
     return None

@@ -31,7 +31,7 @@ IS_PRODUCTION = CONVEYOR_ENV == "production"
 VAR_DIR = Path(env.str("CONVEYOR_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Security ---------------------------------------------------------------------------------
-INSECURE_SECRET_KEY = "conveyor-insecure-development-key-never-use-in-production"
+INSECURE_SECRET_KEY = "conveyor-insecure-development-key-never-use-in-production"  # noqa: S105
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="" if IS_PRODUCTION else INSECURE_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -120,11 +120,15 @@ TEMPLATES = [
     },
 ]
 
+# Static files (the admin's and the API docs') are served by WhiteNoise straight from the
+# installed apps: no collectstatic step to forget. Set STATIC_ROOT and run collectstatic to serve
+# compressed copies instead.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
 LANGUAGE_CODE = "en-us"
@@ -272,6 +276,11 @@ JOB_TIMEOUT_GRACE_SECONDS = env.int("JOB_TIMEOUT_GRACE_SECONDS", default=15)
 # heartbeat is older than the timeout as abandoned (worker killed, machine gone) and runs it again.
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_HEARTBEAT_TIMEOUT_SECONDS = env.float("JOB_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
+# A queued job whose message is missing from the broker is published again once it has waited
+# this long (and the broker holds fewer messages than the database has queued jobs).
+JOB_REPUBLISH_AFTER_SECONDS = env.float("JOB_REPUBLISH_AFTER_SECONDS", default=60.0)
+# Finished jobs (and their events and webhook deliveries) are deleted after this many days.
+JOB_RETENTION_DAYS = env.float("JOB_RETENTION_DAYS", default=30.0)
 # How long a running handler may ignore a cancel request before it is interrupted.
 JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
 JOBS_LIST_PAGE_SIZE = 50
@@ -283,6 +292,33 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
 )
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+# The maintenance loop. Each tick expires if the scheduler is too busy to run it in time, so a
+# backlog of ticks never piles up.
+_MAINTENANCE = {"queue": "maintenance"}
+CELERY_BEAT_SCHEDULE = {
+    "promote-due": {
+        "task": "conveyor.maintenance.promote_due",
+        "schedule": env.float("SCHEDULER_PROMOTE_EVERY_SECONDS", default=0.5),
+        "options": {**_MAINTENANCE, "expires": 5},
+    },
+    "recover-stale": {
+        "task": "conveyor.maintenance.recover_stale",
+        "schedule": max(0.5, JOB_HEARTBEAT_TIMEOUT_SECONDS / 3),
+        "options": {**_MAINTENANCE, "expires": 30},
+    },
+    "republish-lost": {
+        "task": "conveyor.maintenance.republish_lost",
+        "schedule": max(0.5, JOB_REPUBLISH_AFTER_SECONDS / 4),
+        "options": {**_MAINTENANCE, "expires": 60},
+    },
+    "purge-finished": {
+        "task": "conveyor.maintenance.purge_finished",
+        "schedule": 600.0,
+        "options": {**_MAINTENANCE, "expires": 600},
+    },
+}
+CELERY_TASK_ROUTES = {"conveyor.maintenance.*": _MAINTENANCE}
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.JSONRenderer"],

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
 from apps.jobs import services
 from apps.jobs.models import Job
@@ -86,7 +86,9 @@ class Heartbeat:
             self._current = (job, ctx, time.monotonic())
             self._interrupt = interrupt
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="conveyor-heartbeat", daemon=True
+            )
             self._thread.start()
 
     def clear(self) -> None:
@@ -121,8 +123,11 @@ class Heartbeat:
             state = services.job_heartbeat(job=job)
         except (DatabaseError, InterfaceError):
             logger.warning("heartbeat for job %s failed", job.pk, exc_info=True)
-            close_old_connections()
             return
+        finally:
+            # Beats are seconds apart and only for long jobs: holding a connection open for
+            # them would cost every worker process a second database slot.
+            connection.close()
         if state is None:
             ctx.lost = True
         elif state:
@@ -192,16 +197,15 @@ def execute(job_id: str, *, worker: str = "", task_id: str = "") -> str:
         return "dropped"
     job_type = get_job_type(job.type)
     if job_type is None:
-        _with_db_retries(
+        # A worker deployed without this type (a rolling deploy, a missing module): retried,
+        # so that a worker that knows the type can run it.
+        message = f"this worker does not know job type {job.type!r}"
+        return _finish(
+            job,
             lambda: services.job_fail(
-                job=job,
-                code="unknown_job_type",
-                message=f"this worker does not know job type {job.type!r}",
-                retryable=True,
+                job=job, code="unknown_job_type", message=message, retryable=True
             ),
-            what="recording an unknown job type",
         )
-        return "failed"
     ctx = WorkerJobContext(job)
     heartbeat = _get_heartbeat()
     outcome: Callable[[], Job | None]
@@ -237,6 +241,10 @@ def execute(job_id: str, *, worker: str = "", task_id: str = "") -> str:
             outcome = _failure(job, ctx, "invalid_result", problem, retryable=False)
         else:
             outcome = lambda: services.job_succeed(job=job, result=result)  # noqa: E731
+    return _finish(job, outcome)
+
+
+def _finish(job: Job, outcome: Callable[[], Job | None]) -> str:
     finished = _with_db_retries(outcome, what=f"recording the outcome of job {job.pk}")
     if finished is None:
         logger.warning("job %s attempt %s lost its claim; outcome discarded", job.pk, job.attempts)

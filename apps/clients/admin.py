@@ -33,6 +33,12 @@ class ApiClientAdmin(admin.ModelAdmin):
     inlines = [ApiKeyInline]
     actions = ["create_api_key"]
 
+    def has_delete_permission(self, request: HttpRequest, obj: ApiClient | None = None) -> bool:
+        # A client with jobs is deactivated instead: deleting it would orphan its jobs.
+        if obj is not None and obj.jobs.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: ApiClient, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if not change:

@@ -10,7 +10,7 @@ from django.db.models.sql import UpdateQuery
 M = TypeVar("M", bound=models.Model)
 
 
-def update_returning(queryset: models.QuerySet[M], **changes: Any) -> list[M]:
+def update_returning[M: models.Model](queryset: models.QuerySet[M], **changes: Any) -> list[M]:
     """``queryset.update(**changes)`` that also returns the updated rows, in one statement.
 
     A conditional UPDATE decides a race by its row count; RETURNING hands back the row as the
@@ -18,9 +18,10 @@ def update_returning(queryset: models.QuerySet[M], **changes: Any) -> list[M]:
     row again to learn what it just wrote.
     """
     model = queryset.model
-    using = queryset._db or router.db_for_write(model)
+    # Django's own QuerySet.update() is built the same way (private API, stable for years).
+    using = queryset._db or router.db_for_write(model)  # type: ignore[attr-defined]
     query = queryset.query.chain(UpdateQuery)
-    query.add_update_values(changes)
+    query.add_update_values(changes)  # type: ignore[attr-defined]
     compiler = query.get_compiler(using)
     compiler.pre_sql_setup()
     sql, params = compiler.as_sql()

@@ -37,7 +37,9 @@ def flatten_details(detail: Any, prefix: str = "") -> dict[str, list[str]]:
         else:
             for index, item in enumerate(detail):
                 if item:
-                    flat.update(flatten_details(item, f"{prefix}.{index}" if prefix else str(index)))
+                    flat.update(
+                        flatten_details(item, f"{prefix}.{index}" if prefix else str(index))
+                    )
     else:
         flat[prefix or "non_field_errors"] = [str(detail)]
     return flat
@@ -66,7 +68,7 @@ def to_conveyor_error(exc: Exception) -> errors.ConveyorError | None:
             f"Unsupported Content-Type {exc.detail!s}; send application/json."
         )
     if isinstance(exc, drf.Throttled):
-        return errors.RateLimited(retry_after=int(exc.wait or 1))
+        return errors.RateLimited(retry_after=int(getattr(exc, "wait", None) or 1))
     if isinstance(exc, RequestDataTooBig):
         return errors.PayloadTooLarge()
     if isinstance(exc, OperationalError | InterfaceError | BrokerError):

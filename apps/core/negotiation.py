@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -9,7 +10,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 
 class JSONOnlyNegotiation(DefaultContentNegotiation):
     def select_renderer(
-        self, request: Any, renderers: list[Any], format_suffix: str | None = None
+        self, request: Any, renderers: Iterable[Any], format_suffix: str | None = None
     ) -> tuple[Any, str]:
-        renderer = renderers[0]
+        renderer = next(iter(renderers))
         return renderer, renderer.media_type

@@ -15,7 +15,12 @@ class JobsConfig(AppConfig):
         load_job_type_modules(settings.CONVEYOR_JOB_TYPE_MODULES)
         if settings.BROKER_SCHEME == "filesystem":
             # The embedded broker's folders; kombu's filesystem transport does not create them.
-            for option in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
-                Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[option]).mkdir(
+            for option in (
+                "data_folder_in",
+                "data_folder_out",
+                "processed_folder",
+                "control_folder",
+            ):
+                Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS[option])).mkdir(
                     parents=True, exist_ok=True
                 )

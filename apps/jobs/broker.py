@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import current_app
 
@@ -17,11 +18,13 @@ def queue_depths(queues: list[str]) -> dict[str, int | None]:
     try:
         with current_app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
-            channel = connection.channel()
+            channel: Any = connection.channel()
             try:
                 for queue in queues:
                     try:
-                        depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                        depths[queue] = channel.queue_declare(
+                            queue=queue, passive=True
+                        ).message_count
                     except Exception:
                         # A queue nobody declared yet holds nothing. AMQP closes the channel on
                         # a failed passive declare, so take a fresh one.

@@ -29,7 +29,13 @@ _BROKER_PRIORITIES = {
     "redis": {"high": 0, "normal": 3, "low": 6},
     "amqp": {"high": 9, "normal": 5, "low": 1},
 }
-_SCHEME_FAMILY = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp"}
+_SCHEME_FAMILY = {
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "pyamqp": "amqp",
+}
 
 
 def broker_priority(priority: str) -> int | None:

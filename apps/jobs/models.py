@@ -38,9 +38,11 @@ class JobPriority(models.TextChoices):
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    # Indexed by the composite indexes below, which lead with client.
+    # Indexed by the composite indexes below, which lead with client. A client with jobs is
+    # deactivated, not deleted: the foreign key refuses the delete (DO_NOTHING leaves it to the
+    # database constraint, which also lets the events below cascade inside the database).
     client = models.ForeignKey(
-        ApiClient, on_delete=models.CASCADE, related_name="jobs", db_index=False
+        ApiClient, on_delete=models.DO_NOTHING, related_name="jobs", db_index=False
     )
     type = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=JobStatus.choices)
@@ -55,8 +57,9 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField()
     timeout_seconds = models.PositiveIntegerField()
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
-    webhook_url = models.URLField(max_length=2048, null=True, blank=True)
+    # NULL, not "": the API's null, and what the partial unique constraint below skips.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    webhook_url = models.URLField(max_length=2048, null=True, blank=True)  # noqa: DJ001
     webhook_events = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
@@ -118,7 +121,8 @@ class Job(models.Model):
 class JobEvent(models.Model):
     """One row per status change (and per attempt's error): append-only."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
+    # Deleted by the database with its job: purging a job never loads its events.
+    job = models.ForeignKey(Job, on_delete=models.DB_CASCADE, related_name="events", db_index=False)
     from_status = models.CharField(max_length=16, choices=JobStatus.choices, blank=True)
     to_status = models.CharField(max_length=16, choices=JobStatus.choices)
     attempt = models.PositiveIntegerField(default=0)

@@ -7,13 +7,13 @@ published as "any value" rather than guessed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rest_framework import fields, serializers
 from rest_framework.fields import empty
 
 
-def serializer_json_schema(serializer: serializers.BaseSerializer) -> dict[str, Any]:
+def serializer_json_schema(serializer: serializers.Serializer) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for name, field in serializer.fields.items():
@@ -43,11 +43,11 @@ _STRING_FORMATS = {
 }
 
 
-def field_json_schema(field: fields.Field) -> dict[str, Any]:  # noqa: C901 - one branch per type
+def field_json_schema(field: fields.Field) -> dict[str, Any]:
     schema: dict[str, Any]
     if isinstance(field, serializers.ListSerializer):
-        schema = {"type": "array", "items": field_json_schema(field.child)}
-    elif isinstance(field, serializers.BaseSerializer):
+        schema = {"type": "array", "items": field_json_schema(cast(fields.Field, field.child))}
+    elif isinstance(field, serializers.Serializer):
         schema = serializer_json_schema(field)
     elif isinstance(field, fields.BooleanField):
         schema = {"type": "boolean"}
@@ -62,13 +62,16 @@ def field_json_schema(field: fields.Field) -> dict[str, Any]:  # noqa: C901 - on
     elif isinstance(field, fields.ChoiceField):
         schema = {"enum": list(field.choices)}
     elif isinstance(field, fields.ListField):
-        schema = {"type": "array", "items": field_json_schema(field.child)}
+        schema = {"type": "array", "items": field_json_schema(cast(fields.Field, field.child))}
         if field.min_length is not None:
             schema["minItems"] = field.min_length
         if field.max_length is not None:
             schema["maxItems"] = field.max_length
     elif isinstance(field, fields.DictField):
-        schema = {"type": "object", "additionalProperties": field_json_schema(field.child)}
+        schema = {
+            "type": "object",
+            "additionalProperties": field_json_schema(cast(fields.Field, field.child)),
+        }
     elif isinstance(field, fields.JSONField):
         schema = {}
     elif isinstance(field, fields.CharField):

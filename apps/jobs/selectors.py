@@ -9,8 +9,8 @@ from typing import Any
 
 from django.db import connections, router
 from django.db.models import Count, Min, QuerySet
-from django.utils import timezone
 from django.db.models.fields.json import KeyTextTransform
+from django.utils import timezone
 
 from apps.core.errors import NotFound
 from apps.jobs.models import Job, JobStatus
@@ -63,14 +63,13 @@ def jobs_filtered(*, client_id: int, filters: JobListFilters) -> QuerySet[Job]:
         else:
             for index, (key, value) in enumerate(sorted(filters.metadata.items())):
                 alias = f"metadata_{index}"
-                qs = qs.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(
-                    **{alias: value}
-                )
+                qs = qs.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(**{alias: value})
     # Ids are UUIDv7, ordered by creation time: an id bound lets the (client, id) index do the
     # range scan, and the created_at condition keeps the exact semantics.
     if filters.created_after is not None:
-        qs = qs.filter(pk__gte=uuid7_floor(filters.created_after),
-                       created_at__gt=filters.created_after)
+        qs = qs.filter(
+            pk__gte=uuid7_floor(filters.created_after), created_at__gt=filters.created_after
+        )
     if filters.created_before is not None:
         qs = qs.filter(created_at__lt=filters.created_before)
     return qs
@@ -113,11 +112,13 @@ def queue_statistics() -> dict[str, Any]:
     depths = queue_depths([*names, MAINTENANCE_QUEUE])
     result = {}
     for name in [*names, MAINTENANCE_QUEUE]:
-        row = waiting.get(name)
-        oldest = row["oldest"] if row else None
+        queued = waiting.get(name)
+        oldest = queued["oldest"] if queued else None
         result[name] = {
             "depth": depths.get(name),
-            "queued": row["n"] if row else 0,
-            "oldest_queued_age_seconds": round((now - oldest).total_seconds(), 3) if oldest else None,
+            "queued": queued["n"] if queued else 0,
+            "oldest_queued_age_seconds": round((now - oldest).total_seconds(), 3)
+            if oldest
+            else None,
         }
     return {"queues": result, "statuses": statuses}

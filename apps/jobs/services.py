@@ -104,7 +104,7 @@ def job_build(
 def job_submit(
     *,
     client: ApiClient,
-    data: dict[str, Any],
+    data: Any,
     request_id: str = "",
     idempotency_key: str | None = None,
 ) -> Job:
@@ -280,6 +280,7 @@ def job_fail(
     requested meanwhile, else to ``failed``. None if the attempt no longer owns the job."""
     now = now or timezone.now()
     error = {"code": code, "message": message[:2000]}
+    changes: dict[str, Any]
     for _ in range(2):
         if job.cancel_requested:
             target, changes = JobStatus.CANCELED, {"finished_at": now}
@@ -291,7 +292,9 @@ def job_fail(
             target, changes = JobStatus.FAILED, {"finished_at": now}
         with transaction.atomic():
             expected = {**_running(job), "cancel_requested": job.cancel_requested}
-            updated = _swap(job.pk, expected, status=target, error=error, heartbeat_at=None, **changes)
+            updated = _swap(
+                job.pk, expected, status=target, error=error, heartbeat_at=None, **changes
+            )
             if updated is not None:
                 _record(updated, JobStatus.RUNNING, at=now, details={"error": error})
                 _changed(updated, JobStatus.RUNNING)

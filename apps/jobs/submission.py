@@ -16,10 +16,10 @@ from typing import Any
 from django.conf import settings
 
 from apps.core.errors import PayloadTooLarge, ValidationFailed
+from apps.core.urlguard import webhook_url_problem
 from apps.jobs.models import JobPriority
 from apps.jobs.registry import JobType, get_job_type
 from apps.jobs.webhook_events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
-from apps.core.urlguard import webhook_url_problem
 
 SUBMISSION_FIELDS = frozenset(
     {

@@ -53,7 +53,9 @@ class JobSubmitDoc(serializers.Serializer):
         required=False, help_text="Validated against the type's input_schema."
     )
     priority = serializers.ChoiceField(choices=JobPriority.choices, default="normal")
-    run_at = serializers.DateTimeField(required=False, help_text="RFC 3339; at most 365 days ahead.")
+    run_at = serializers.DateTimeField(
+        required=False, help_text="RFC 3339; at most 365 days ahead."
+    )
     delay_seconds = serializers.FloatField(required=False, min_value=0, max_value=31536000)
     max_attempts = serializers.IntegerField(
         required=False, min_value=1, help_text="Capped by the type's max_attempts_limit."

@@ -1,11 +1,11 @@
-"""The jobs API (/api/v1/). Views parse the request, call a service or selector, shape the answer."""
+"""The jobs API (/api/v1/): views parse the request, call a service or selector, shape the reply."""
 
 from __future__ import annotations
 
 import base64
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
 from apps.jobs import selectors, services
@@ -48,6 +49,15 @@ def _has_body(request: Request) -> bool:
 
 def _is_json(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _client(request: Request) -> ApiClient:
+    """The authenticated API client (ApiKeyAuthentication puts it in request.user)."""
+    return cast(ApiClient, request.user)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request._request, "request_id", ""))
 
 
 def _job_response(job: Any, status: int = 200, **headers: str) -> Response:
@@ -156,7 +166,7 @@ class JobCollectionView(ConveyorAPIView):
     def get(self, request: Request) -> Response:
         filters, cursor, limit = parse_list_query(request.query_params)
         jobs, next_pk = selectors.jobs_page_for_client(
-            client_id=request.user.pk, filters=filters, after=cursor, limit=limit
+            client_id=_client(request).pk, filters=filters, after=cursor, limit=limit
         )
         next_url = None
         if next_pk is not None:
@@ -174,9 +184,9 @@ class JobCollectionView(ConveyorAPIView):
     )
     def post(self, request: Request) -> Response:
         job = services.job_submit(
-            client=request.user,
+            client=_client(request),
             data=request.data,
-            request_id=request._request.request_id,
+            request_id=_request_id(request),
         )
         return _job_response(job, 202, Location=job_location(job))
 
@@ -188,7 +198,7 @@ class JobDetailView(ConveyorAPIView):
         responses={200: JobDoc, 304: None, **error_responses(401, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response | HttpResponse:
-        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
         etag = job_etag(job)
         if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
             return Response(status=304, headers={"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL})
@@ -216,7 +226,7 @@ class JobCancelView(ConveyorAPIView):
         "cancel_requested and its worker stops it (202).",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
         job, finished = services.job_cancel(job=job)
         return _job_response(job, 200 if finished else 202)
 
@@ -229,7 +239,7 @@ class JobRetryView(ConveyorAPIView):
         responses={202: JobDoc, **error_responses(401, 404, 409, 429)},
     )
     def post(self, request: Request, job_id: str) -> Response:
-        job = selectors.job_get_for_client(client_id=request.user.pk, job_id=job_id)
+        job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
         job = services.job_retry(job=job)
         return _job_response(job, 202, Location=job_location(job))
 

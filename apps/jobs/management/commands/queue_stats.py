@@ -14,17 +14,25 @@ class Command(BaseCommand):
     help = "Print each queue's depth and oldest waiting job, and the number of jobs per status."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--json", action="store_true", help="One JSON object instead of tables.")
+        parser.add_argument(
+            "--json", action="store_true", help="One JSON object instead of tables."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stats = queue_statistics()
         if options["json"]:
             self.stdout.write(json.dumps(stats, indent=2))
             return
-        self.stdout.write(f"{'queue':<20} {'broker depth':>12} {'queued jobs':>12} {'oldest wait s':>14}")
+        self.stdout.write(
+            f"{'queue':<20} {'broker depth':>12} {'queued jobs':>12} {'oldest wait s':>14}"
+        )
         for name, row in stats["queues"].items():
             depth = "?" if row["depth"] is None else str(row["depth"])
-            oldest = "-" if row["oldest_queued_age_seconds"] is None else f"{row['oldest_queued_age_seconds']:.1f}"
+            oldest = (
+                "-"
+                if row["oldest_queued_age_seconds"] is None
+                else f"{row['oldest_queued_age_seconds']:.1f}"
+            )
             self.stdout.write(f"{name:<20} {depth:>12} {row['queued']:>12} {oldest:>14}")
         self.stdout.write("")
         self.stdout.write(f"{'status':<20} {'jobs':>12}")

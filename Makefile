@@ -1,0 +1,58 @@
+# Conveyor: `make run` starts the whole service, `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+# uv installs exactly what uv.lock says. It comes from PyPI through pip when the machine lacks it.
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: help
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+	  || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+
+.PHONY: install
+install: uv  ## Install the runtime dependencies into .venv from uv.lock
+	$(UV) sync --frozen --no-dev
+
+.PHONY: install-dev
+install-dev: uv  ## Install runtime and development dependencies
+	$(UV) sync --frozen
+
+.PHONY: run
+run: install  ## Install, migrate, create a demo client, start web + worker + scheduler
+	@mkdir -p var
+	CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py migrate --noinput -v 0
+	@CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py demo_client
+	CONVEYOR_ENV=$${CONVEYOR_ENV:-development} PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000}
+
+.PHONY: services
+services:  ## Start local PostgreSQL and Redis if they are installed but stopped
+	@bash .ci/services.sh
+
+.PHONY: test
+test: install-dev services  ## Run the whole test suite against real PostgreSQL, Redis and workers
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install-dev  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: format
+format: install-dev  ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: clean
+clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker, cache)
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

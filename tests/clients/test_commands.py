@@ -1,0 +1,52 @@
+"""create_client: one JSON object, a hashed key that authenticates, a Standard Webhooks secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.clients.keys import hash_api_key
+from apps.clients.models import ApiClient, ApiKey
+from tests.conftest import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def create(*args: str) -> dict[str, str]:
+    out = StringIO()
+    call_command("create_client", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_create_client_prints_key_and_secret_and_stores_only_the_hash() -> None:
+    printed = create("acme")
+    assert set(printed) == {"client", "api_key", "webhook_secret"}
+    assert printed["client"] == "acme"
+    assert printed["webhook_secret"].startswith("whsec_")
+    assert len(base64.b64decode(printed["webhook_secret"].removeprefix("whsec_"))) >= 24
+    key = ApiKey.objects.get(client__name="acme")
+    assert key.key_hash == hash_api_key(printed["api_key"])
+    assert printed["api_key"] not in {key.prefix, key.key_hash, key.name}
+    assert not ApiClient.objects.get(name="acme").unlimited
+
+
+def test_the_printed_key_authenticates() -> None:
+    printed = create("acme")
+    client = ApiClient.objects.get(name="acme")
+    tenant = Tenant(client, printed["api_key"])
+    assert tenant.get("/api/v1/jobs").status_code == 200
+
+
+def test_unlimited_flag() -> None:
+    create("loadtest", "--unlimited")
+    assert ApiClient.objects.get(name="loadtest").unlimited
+
+
+def test_duplicate_name_is_a_clear_error() -> None:
+    create("acme")
+    with pytest.raises(CommandError, match="exists already"):
+        create("acme")

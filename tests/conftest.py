@@ -1,0 +1,141 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.clients.models import ApiClient
+from apps.clients.services import client_create
+
+
+class Tenant:
+    """An API client with its plain key, and an HTTP client that sends the key."""
+
+    def __init__(self, client: ApiClient, api_key: str) -> None:
+        self.client = client
+        self.api_key = api_key
+        self.http = APIClient()
+        self.http.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+
+    def post(self, path: str, data: Any = None, **extra: Any) -> Any:
+        return self.http.post(path, data, format="json", **extra)
+
+    def get(self, path: str, **extra: Any) -> Any:
+        return self.http.get(path, **extra)
+
+    def submit(self, **fields: Any) -> Any:
+        body = {"type": "diagnostics.echo", "input": {"message": "hello"}, **fields}
+        return self.post("/api/v1/jobs", body)
+
+
+@pytest.fixture
+def make_tenant(db: None) -> Callable[..., Tenant]:
+    counter = iter(range(1_000_000))
+
+    def make(name: str | None = None, *, unlimited: bool = False) -> Tenant:
+        client, key = client_create(name=name or f"tenant-{next(counter)}", unlimited=unlimited)
+        return Tenant(client, key)
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def other_tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant("globex")
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Iterator[None]:
+    """Each test starts with an empty cache (only this suite's key prefix is touched)."""
+    from django.core.cache import cache
+
+    cache.delete_pattern("*")
+    return
+
+
+def empty_test_broker() -> None:
+    """Drop every message in this test process's own broker (its own Redis database)."""
+    import redis
+    from django.conf import settings
+
+    if settings.BROKER_SCHEME in {"redis", "rediss"}:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_broker_at_start() -> None:
+    empty_test_broker()
+
+
+@pytest.fixture(scope="module")
+def worker_process(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One real Celery worker (prefork, 2 processes) on the default queue, for one module.
+
+    Module-scoped, so that no worker is consuming while tests of other modules publish
+    messages for rows they are about to roll back or truncate.
+    """
+    from tests.support.processes import start_worker
+
+    empty_test_broker()
+    with django_db_blocker.unblock():
+        process = start_worker(tmp_path_factory.mktemp("worker"), queues="default")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def live_worker(transactional_db: None, worker_process: Any) -> Any:
+    """A test that needs a real worker: committed data (transactional_db) and the worker."""
+    return worker_process
+
+
+class _StatementCounter:
+    def __init__(self, limit: int) -> None:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        self.limit = limit
+        self.context = CaptureQueriesContext(connection)
+
+    def __enter__(self) -> _StatementCounter:
+        self.context.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.context.__exit__(*exc)
+        if exc[0] is None:
+            statements = self.statements
+            assert len(statements) <= self.limit, (
+                f"{len(statements)} statements > {self.limit}:\n" + "\n".join(statements)
+            )
+
+    @property
+    def statements(self) -> list[str]:
+        # Savepoints are an artefact of the test's wrapping transaction, not of the code.
+        return [
+            q["sql"]
+            for q in self.context.captured_queries
+            if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        ]
+
+
+@pytest.fixture
+def max_statements() -> Callable[[int], _StatementCounter]:
+    """``with max_statements(2): ...`` fails when the block runs more SQL statements."""
+    return _StatementCounter

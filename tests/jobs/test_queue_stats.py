@@ -1,0 +1,43 @@
+"""queue_stats: broker depth per queue (real Redis) and jobs per status."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from apps.jobs.dispatch import publish_jobs
+from apps.jobs.models import JobStatus
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_queue_stats_reports_depth_and_statuses() -> None:
+    queue = f"stats-{uuid.uuid4().hex[:8]}"
+    queued = [JobFactory(status=JobStatus.QUEUED, queue=queue) for _ in range(3)]
+    JobFactory(status=JobStatus.FAILED)
+    publish_jobs(queued)
+    out = StringIO()
+    call_command("queue_stats", "--json", stdout=out)
+    stats = json.loads(out.getvalue())
+    assert stats["statuses"]["queued"] == 3
+    assert stats["statuses"]["failed"] == 1
+    assert stats["queues"][queue]["depth"] == 3
+    assert stats["queues"][queue]["queued"] == 3
+    assert stats["queues"][queue]["oldest_queued_age_seconds"] is None or (
+        stats["queues"][queue]["oldest_queued_age_seconds"] >= 0
+    )
+    assert "default" in stats["queues"]
+
+
+def test_queue_stats_table() -> None:
+    JobFactory(status=JobStatus.QUEUED)
+    out = StringIO()
+    call_command("queue_stats", stdout=out)
+    text = out.getvalue()
+    assert "default" in text
+    assert "queued" in text

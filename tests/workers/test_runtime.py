@@ -1,0 +1,117 @@
+"""The worker runtime, in-process: claim, handler, outcome; context; limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
+from django.db import connection
+
+from apps.jobs import services
+from apps.jobs.models import Job, JobStatus
+from apps.jobs.registry import _registry, job_type
+from tests.factories import JobFactory
+from workers import runtime
+
+pytestmark = pytest.mark.django_db
+
+
+def echo_job(**input: Any) -> Job:
+    base = {
+        "message": "hi",
+        "sleep_seconds": 0,
+        "fail_times": 0,
+        "fail_permanently": False,
+        "progress_steps": 0,
+    }
+    return JobFactory(input={**base, **input})
+
+
+def test_execute_runs_the_handler_and_records_success() -> None:
+    job = echo_job(message="ping")
+    assert runtime.execute(str(job.pk), worker="w", task_id="t") == "succeeded"
+    job.refresh_from_db()
+    assert job.result == {"message": "ping", "attempt": 1}
+    assert (job.worker, job.task_id, job.attempts) == ("w", "t", 1)
+
+
+def test_execute_drops_a_message_for_a_job_that_is_not_queued() -> None:
+    job = JobFactory(status=JobStatus.CANCELED)
+    assert runtime.execute(str(job.pk)) == "dropped"
+    assert Job.objects.get(pk=job.pk).attempts == 0
+
+
+def test_permanent_error_fails_at_once() -> None:
+    job = echo_job(fail_permanently=True)
+    assert runtime.execute(str(job.pk)) == "failed"
+    job.refresh_from_db()
+    assert job.error["code"] == "echo_failed_permanently"
+    assert job.attempts == 1
+
+
+def test_retryable_error_schedules_a_retry() -> None:
+    job = echo_job(fail_times=1)
+    assert runtime.execute(str(job.pk)) == "retrying"
+    job.refresh_from_db()
+    assert job.error["code"] == "echo_failed"
+    assert job.run_at is not None
+
+
+def test_progress_is_recorded() -> None:
+    job = echo_job(progress_steps=4, sleep_seconds=0.04)
+    runtime.execute(str(job.pk))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.progress == {"percent": 100, "message": "step 4 of 4"}
+
+
+def test_a_result_that_is_not_an_object_fails_the_job() -> None:
+    job = JobFactory(type="testing.bad_result", input={})
+    assert runtime.execute(str(job.pk)) == "failed"
+    assert Job.objects.get(pk=job.pk).error["code"] == "invalid_result"
+
+
+def test_soft_time_limit_fails_with_timeout() -> None:
+    def slow(ctx: Any, input: dict[str, Any]) -> dict[str, Any]:
+        raise SoftTimeLimitExceeded()
+
+    class Empty(__import__("rest_framework").serializers.Serializer):
+        pass
+
+    job_type("testing.soft_limit", input=Empty, retry_on_timeout=False)(slow)
+    try:
+        job = JobFactory(type="testing.soft_limit", input={})
+        assert runtime.execute(str(job.pk)) == "failed"
+        assert Job.objects.get(pk=job.pk).error["code"] == "timeout"
+    finally:
+        _registry.pop("testing.soft_limit")
+
+
+def test_unknown_job_type_is_retried_not_lost() -> None:
+    job = JobFactory(type="gone.away", input={})
+    assert runtime.execute(str(job.pk)) == "retrying"
+    assert Job.objects.get(pk=job.pk).error["code"] == "unknown_job_type"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cooperative_handler_stops_on_cancel_request() -> None:
+    job = echo_job(sleep_seconds=30)
+    outcome: list[str] = []
+
+    def run() -> None:
+        outcome.append(runtime.execute(str(job.pk)))
+        connection.close()
+
+    thread = threading.Thread(target=run)
+    start = time.monotonic()
+    thread.start()
+    while Job.objects.get(pk=job.pk).status != JobStatus.RUNNING:
+        time.sleep(0.02)
+    services.job_cancel(job=Job.objects.get(pk=job.pk))
+    thread.join(10)
+    assert outcome == ["canceled"]
+    assert time.monotonic() - start < 5
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELED
