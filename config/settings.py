@@ -225,13 +225,9 @@ if BROKER_SCHEME == "filesystem":
     }
 elif BROKER_SCHEME in {"redis", "rediss"}:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Jobs are the source of truth in the database; a redelivered message for a job that
-        # is already running is dropped at claim time, so this only bounds how long an unacked
-        # message of a dead worker waits before Redis hands it out again.
+        # Messages are wake-ups; jobs live in the database. This only bounds how long an unacked
+        # wake-up of a dead worker waits before Redis hands it out again.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=7200),
-        "queue_order_strategy": "priority",
-        "priority_steps": [0, 3, 6, 9],
-        "sep": ":",
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
         "health_check_interval": 25,
@@ -249,8 +245,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUE_MAX_PRIORITY = 10
-CELERY_TASK_DEFAULT_PRIORITY = None
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -276,11 +270,18 @@ JOB_TIMEOUT_GRACE_SECONDS = env.int("JOB_TIMEOUT_GRACE_SECONDS", default=15)
 # heartbeat is older than the timeout as abandoned (worker killed, machine gone) and runs it again.
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=5.0)
 JOB_HEARTBEAT_TIMEOUT_SECONDS = env.float("JOB_HEARTBEAT_TIMEOUT_SECONDS", default=30.0)
-# A queued job whose message is missing from the broker is published again once it has waited
-# this long (and the broker holds fewer messages than the database has queued jobs).
-JOB_REPUBLISH_AFTER_SECONDS = env.float("JOB_REPUBLISH_AFTER_SECONDS", default=60.0)
+# A queue whose jobs have waited this long while the broker holds no wake-up for it (a lost
+# message) gets a new wake-up.
+JOB_STALLED_AFTER_SECONDS = env.float("JOB_STALLED_AFTER_SECONDS", default=10.0)
 # Finished jobs (and their events and webhook deliveries) are deleted after this many days.
 JOB_RETENTION_DAYS = env.float("JOB_RETENTION_DAYS", default=30.0)
+# A wake-up drains its queue for at most this long (or this many jobs), then hands the rest to
+# a fresh wake-up: a backlog never pins one process, and a warm shutdown waits for one job only.
+WORKER_DRAIN_SECONDS = env.float("WORKER_DRAIN_SECONDS", default=1.0)
+WORKER_DRAIN_MAX_JOBS = env.int("WORKER_DRAIN_MAX_JOBS", default=1000)
+# At most this many wake-ups for jobs queued together: set it to the number of worker
+# processes that serve a queue, so a batch engages all of them.
+WORKER_WAKEUP_FANOUT = env.int("WORKER_WAKEUP_FANOUT", default=16)
 # How long a running handler may ignore a cancel request before it is interrupted.
 JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
 JOBS_LIST_PAGE_SIZE = 50
@@ -307,9 +308,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": max(0.5, JOB_HEARTBEAT_TIMEOUT_SECONDS / 3),
         "options": {**_MAINTENANCE, "expires": 30},
     },
-    "republish-lost": {
-        "task": "conveyor.maintenance.republish_lost",
-        "schedule": max(0.5, JOB_REPUBLISH_AFTER_SECONDS / 4),
+    "wake-stalled": {
+        "task": "conveyor.maintenance.wake_stalled",
+        "schedule": max(0.5, JOB_STALLED_AFTER_SECONDS / 4),
         "options": {**_MAINTENANCE, "expires": 60},
     },
     "purge-finished": {

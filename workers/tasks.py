@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
-from typing import Any
 
-from billiard.exceptions import TimeLimitExceeded
 from celery import Task
 from django.conf import settings
 
-from apps.jobs import maintenance, services
-from apps.jobs.dispatch import RUN_JOB_TASK
+from apps.jobs import maintenance
+from apps.jobs.dispatch import RUN_JOBS_TASK
 from config.celery_app import app
 from workers import runtime
 
-logger = logging.getLogger("conveyor.worker")
 
-
-class JobTask(Task):
-    def on_failure(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
-    ) -> None:
-        # Called in the pool's parent process when a hard time limit killed the child: record
-        # the timeout now rather than waiting for the heartbeat to go stale.
-        if isinstance(exc, TimeLimitExceeded) and args:
-            try:
-                services.job_fail_by_task(
-                    job_id=args[0],
-                    task_id=task_id,
-                    code="timeout",
-                    message="the job ran over its timeout and was killed",
-                )
-            except Exception:
-                logger.exception("recording the hard timeout of job %s failed", args[0])
-
-
-@app.task(name=RUN_JOB_TASK, bind=True, base=JobTask, acks_late=True, ignore_result=True)
-def run_job(self: Task, job_id: str) -> str:
-    """Run one attempt of a job: claim it, run its handler, record the outcome."""
-    return runtime.execute(
-        job_id, worker=self.request.hostname or "", task_id=self.request.id or ""
+@app.task(name=RUN_JOBS_TASK, bind=True, acks_late=True, ignore_result=True)
+def run_jobs(self: Task, queue: str) -> dict[str, int]:
+    """A wake-up for ``queue``: claim and run its queued jobs, highest priority first."""
+    return runtime.run_queue(
+        queue, worker=self.request.hostname or "", task_id=self.request.id or ""
     )
 
 
@@ -62,10 +39,10 @@ def recover_stale() -> int:
     )
 
 
-@app.task(name="conveyor.maintenance.republish_lost", ignore_result=True)
-def republish_lost() -> int:
-    """Publish again queued jobs whose broker message went missing."""
-    return maintenance.jobs_republish_lost(min_age=settings.JOB_REPUBLISH_AFTER_SECONDS)
+@app.task(name="conveyor.maintenance.wake_stalled", ignore_result=True)
+def wake_stalled() -> int:
+    """Wake pools whose queued jobs wait with no wake-up in the broker (lost messages)."""
+    return maintenance.jobs_wake_stalled(min_age=settings.JOB_STALLED_AFTER_SECONDS)
 
 
 @app.task(name="conveyor.maintenance.purge_finished", ignore_result=True)

@@ -9,8 +9,8 @@ by mistake cannot double anything.
 - recover: ``running`` jobs whose heartbeat stopped (worker SIGKILLed, machine gone, process
   killed at its hard time limit) → queued again as a new attempt, or ``failed`` when attempts
   are used up (which also stops a poison job that kills its worker every time).
-- republish: ``queued`` jobs whose broker message went missing (Redis restarted without
-  persistence, a crash between commit and publish) → published again.
+- wake stalled queues: ``queued`` jobs wait while the broker holds no wake-up for their queue
+  (Redis restarted without persistence, a crash between commit and publish) → a new wake-up.
 - purge: finished jobs older than the retention period, in small batches.
 """
 
@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from apps.core.db import update_returning
 from apps.jobs.broker import queue_depths
-from apps.jobs.dispatch import publish_jobs, publish_on_commit
+from apps.jobs.dispatch import publish_on_commit, publish_wakeups, wakeups_for
 from apps.jobs.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus
 from apps.jobs.services import job_changed
 
@@ -130,54 +130,36 @@ def jobs_recover_stale(
     return recovered
 
 
-def jobs_republish_lost(*, min_age: float, now: datetime | None = None, limit: int = 1000) -> int:
-    """Publish again queued jobs whose message is missing from the broker. Returns how many.
+def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
+    """Publish wake-ups for queues whose queued jobs wait while the broker holds no wake-up.
 
-    Which message is missing cannot be known, but how many can: a queue whose broker depth is
-    below the number of jobs the database has queued for it lost the difference. The oldest
-    queued jobs (older than ``min_age``, so that fresh publishes are not doubled) get a new
-    message. A duplicate is harmless: the second message finds the job no longer queued.
+    That is the state a lost message leaves behind (Redis restarted without persistence, a
+    crash between commit and publish, a broker outage during submission). Returns how many
+    wake-ups were published. One is enough to drain a queue; a spare one costs an empty claim.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=min_age)
-    counts: dict[str, int] = {}
-    for queue in (
+    waiting = dict(
         Job.objects.filter(status=JobStatus.QUEUED, enqueued_at__lt=cutoff)
-        .values_list("queue", flat=True)
-        .distinct()
-    ):
-        counts[queue] = Job.objects.filter(status=JobStatus.QUEUED, queue=queue).count()
-    if not counts:
+        .values_list("queue")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    if not waiting:
         return 0
-    depths = queue_depths(sorted(counts))
-    republished = 0
-    for queue, in_database in counts.items():
-        depth = depths.get(queue)
-        if depth is None or depth >= in_database:
-            continue
-        missing = min(in_database - depth, limit - republished)
-        with transaction.atomic():
-            ids = _locked_ids(
-                Job.objects.filter(status=JobStatus.QUEUED, queue=queue, enqueued_at__lt=cutoff),
-                "enqueued_at",
-                missing,
-            )
-            jobs = update_returning(
-                Job.objects.filter(pk__in=ids, status=JobStatus.QUEUED), enqueued_at=now
-            )
-        published = publish_jobs(jobs)
-        republished += published
-        if jobs:
-            logger.warning(
-                "queue %s: broker holds %s of %s queued jobs; republished %s",
-                queue,
-                depth,
-                in_database,
-                published,
-            )
-        if republished >= limit:
-            break
-    return republished
+    depths = queue_depths(sorted(waiting))
+    stalled = {
+        queue: wakeups_for(count) for queue, count in waiting.items() if depths.get(queue) == 0
+    }
+    for queue, count in stalled.items():
+        logger.warning(
+            "queue %s: %s job(s) queued for over %ss and no wake-up in the broker; publishing %s",
+            queue,
+            waiting[queue],
+            min_age,
+            count,
+        )
+    return publish_wakeups(stalled) if stalled else 0
 
 
 def jobs_purge_finished(

@@ -30,10 +30,15 @@ ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
 WAITING_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING})
 
 
-class JobPriority(models.TextChoices):
-    LOW = "low"
-    NORMAL = "normal"
-    HIGH = "high"
+class JobPriority(models.IntegerChoices):
+    # Stored as a number so that the claim query can order by it from an index.
+    LOW = 0, "low"
+    NORMAL = 1, "normal"
+    HIGH = 2, "high"
+
+
+PRIORITY_NAMES = {p.value: p.label for p in JobPriority}
+PRIORITY_VALUES = {p.label: p.value for p in JobPriority}
 
 
 class Job(models.Model):
@@ -50,8 +55,8 @@ class Job(models.Model):
     result = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     error = models.JSONField(null=True, blank=True)
     progress = models.JSONField(null=True, blank=True)
-    priority = models.CharField(
-        max_length=8, choices=JobPriority.choices, default=JobPriority.NORMAL
+    priority = models.PositiveSmallIntegerField(
+        choices=JobPriority.choices, default=JobPriority.NORMAL
     )
     queue = models.CharField(max_length=64)
     attempts = models.PositiveIntegerField(default=0)
@@ -92,8 +97,11 @@ class Job(models.Model):
             models.Index(
                 fields=["heartbeat_at"], name="job_running_hb", condition=Q(status="running")
             ),
+            # Workers claim the next queued job of a queue: highest priority, then oldest.
             models.Index(
-                fields=["queue", "enqueued_at"], name="job_queued", condition=Q(status="queued")
+                fields=["queue", "-priority", "id"],
+                name="job_queued",
+                condition=Q(status="queued"),
             ),
             # Retention: finished jobs by age.
             models.Index(

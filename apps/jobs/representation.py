@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.jobs.models import Job
+from apps.jobs.models import PRIORITY_NAMES, Job
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -34,7 +34,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": job.error,
         "progress": job.progress,
-        "priority": job.priority,
+        "priority": PRIORITY_NAMES[job.priority],
         "queue": job.queue,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet, Subquery
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -213,17 +213,12 @@ def job_retry(*, job: Job) -> Job:
 # --- Worker-side transitions ------------------------------------------------------------------
 
 
-def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
-    """Claim a queued job for this worker: ``running``, next attempt.
-
-    Returns None when the job is not queued (canceled meanwhile, already claimed by another
-    worker, a stale or duplicate message): the caller drops the message.
-    """
+def _claim(target: QuerySet[Job], worker: str, task_id: str) -> Job | None:
     now = timezone.now()
     with transaction.atomic():
-        job = _swap(
-            job_id,
-            {"status": JobStatus.QUEUED},
+        rows = update_returning(
+            target,
+            version=F("version") + 1,
             status=JobStatus.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,
@@ -232,11 +227,37 @@ def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None
             worker=worker[:255],
             task_id=task_id[:64],
         )
-        if job is None:
+        if not rows:
             return None
+        job = rows[0]
         _record(job, JobStatus.QUEUED, at=now, details={"worker": worker} if worker else None)
         _changed(job, JobStatus.QUEUED)
     return job
+
+
+def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | None:
+    """Claim the next queued job of ``queue`` for this worker: highest priority, then oldest.
+
+    ``FOR UPDATE SKIP LOCKED`` lets concurrent workers claim different jobs without waiting on
+    each other; the ``status = queued`` condition on the UPDATE decides any remaining race.
+    Returns None when nothing is queued.
+    """
+    next_job = (
+        Job.objects.filter(status=JobStatus.QUEUED, queue=queue)
+        .order_by("-priority", "id")
+        .select_for_update(skip_locked=True)
+        .values("pk")[:1]
+    )
+    # "id = (scalar subquery)" is evaluated once (an InitPlan). "id IN (subquery)" may be
+    # re-evaluated per row by the planner, and would then claim every queued job.
+    target = Job.objects.filter(pk=Subquery(next_job), status=JobStatus.QUEUED)
+    return _claim(target, worker, task_id)
+
+
+def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
+    """Claim one particular queued job. None when it is not queued (canceled meanwhile,
+    claimed by another worker)."""
+    return _claim(Job.objects.filter(pk=job_id, status=JobStatus.QUEUED), worker, task_id)
 
 
 def _running(job: Job) -> dict[str, Any]:
@@ -345,14 +366,3 @@ def job_heartbeat(*, job: Job) -> bool | None:
         Job.objects.filter(pk=job.pk, **_running(job)), heartbeat_at=timezone.now()
     )
     return rows[0].cancel_requested if rows else None
-
-
-def job_fail_by_task(*, job_id: Any, task_id: str, code: str, message: str) -> Job | None:
-    """Fail the attempt that Celery task ``task_id`` was running (its process is gone: a hard
-    time limit killed it). Retried when the job type retries timeouts and attempts remain."""
-    job = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, task_id=task_id).first()
-    if job is None:
-        return None
-    job_type = get_job_type(job.type)
-    retryable = job_type.retry_on_timeout if job_type else False
-    return job_fail(job=job, code=code, message=message, retryable=retryable)

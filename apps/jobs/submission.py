@@ -17,7 +17,7 @@ from django.conf import settings
 
 from apps.core.errors import PayloadTooLarge, ValidationFailed
 from apps.core.urlguard import webhook_url_problem
-from apps.jobs.models import JobPriority
+from apps.jobs.models import PRIORITY_VALUES
 from apps.jobs.registry import JobType, get_job_type
 from apps.jobs.webhook_events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
 
@@ -39,14 +39,13 @@ MAX_SCHEDULE_AHEAD = timedelta(days=365)
 METADATA_MAX_KEYS = 20
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 METADATA_VALUE_MAX = 500
-_PRIORITIES = frozenset(JobPriority.values)
 
 
 @dataclass(frozen=True, slots=True)
 class Submission:
     job_type: JobType
     input: dict[str, Any]
-    priority: str
+    priority: int
     run_at: datetime | None
     max_attempts: int
     timeout_seconds: int
@@ -110,8 +109,9 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         if job_type is None:
             errors["type"] = [f"Unknown job type {type_name!r}; GET /api/v1/job-types lists them."]
 
-    priority = data.get("priority", JobPriority.NORMAL)
-    if priority not in _PRIORITIES:
+    raw_priority = data.get("priority", "normal")
+    priority = PRIORITY_VALUES.get(raw_priority) if isinstance(raw_priority, str) else None
+    if priority is None:
         errors["priority"] = ["Must be one of low, normal, high."]
 
     run_at = None

@@ -213,3 +213,45 @@ def test_finish_and_cancel_racing_leave_one_consistent_outcome() -> None:
         assert done is not None
         if isinstance(cancel, InvalidState):
             assert not final.cancel_requested
+
+
+def test_claim_next_claims_exactly_one_job_each_time() -> None:
+    client = ApiClientFactory()
+    jobs = [JobFactory(client=client) for _ in range(3)]
+    first = services.job_claim_next(queue="default")
+    assert first is not None
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 1
+    second = services.job_claim_next(queue="default")
+    assert second is not None
+    assert second.pk != first.pk
+    assert Job.objects.filter(status=JobStatus.RUNNING).count() == 2
+    assert {first.pk, second.pk} < {j.pk for j in jobs}
+
+
+def test_claim_next_returns_none_on_an_empty_queue() -> None:
+    JobFactory(queue="other")
+    assert services.job_claim_next(queue="default") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_never_share_a_job() -> None:
+    client = ApiClientFactory()
+    for _ in range(20):
+        JobFactory(client=client)
+    claimed: list[Any] = []
+    lock = threading.Lock()
+
+    def claim_all() -> None:
+        while (job := services.job_claim_next(queue="default")) is not None:
+            with lock:
+                claimed.append(job.pk)
+        connection.close()
+
+    threads = [threading.Thread(target=claim_all) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 20
+    assert len(set(claimed)) == 20
+    assert set(Job.objects.values_list("attempts", flat=True)) == {1}

@@ -38,9 +38,9 @@ def test_execute_runs_the_handler_and_records_success() -> None:
     assert (job.worker, job.task_id, job.attempts) == ("w", "t", 1)
 
 
-def test_execute_drops_a_message_for_a_job_that_is_not_queued() -> None:
+def test_execute_does_not_run_a_job_that_is_not_queued() -> None:
     job = JobFactory(status=JobStatus.CANCELED)
-    assert runtime.execute(str(job.pk)) == "dropped"
+    assert runtime.execute(str(job.pk)) == "not_queued"
     assert Job.objects.get(pk=job.pk).attempts == 0
 
 
@@ -115,3 +115,24 @@ def test_cooperative_handler_stops_on_cancel_request() -> None:
     assert outcome == ["canceled"]
     assert time.monotonic() - start < 5
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELED
+
+
+def test_soft_timeout_interrupts_a_sleeping_handler() -> None:
+    job = JobFactory(
+        type="testing.stubborn", input={"seconds": 30}, timeout_seconds=1, max_attempts=1
+    )
+    start = time.monotonic()
+    assert runtime.execute(str(job.pk)) == "failed"
+    assert time.monotonic() - start < 5
+    assert Job.objects.get(pk=job.pk).error["code"] == "timeout"
+
+
+def test_run_queue_claims_by_priority_then_age() -> None:
+    low = echo_job()
+    Job.objects.filter(pk=low.pk).update(priority=0)
+    normal = echo_job()
+    high = echo_job()
+    Job.objects.filter(pk=high.pk).update(priority=2)
+    assert runtime.run_queue("default") == {"succeeded": 3}
+    started = sorted(Job.objects.all(), key=lambda j: j.started_at)
+    assert [j.pk for j in started] == [high.pk, normal.pk, low.pk]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.jobs.models import JobPriority, JobStatus
+from apps.jobs.models import PRIORITY_VALUES, JobStatus
 from apps.jobs.webhook_events import WEBHOOK_EVENTS
 
 
@@ -31,7 +31,7 @@ class JobDoc(serializers.Serializer):
     result = serializers.DictField(allow_null=True)
     error = JobErrorDoc(allow_null=True, help_text="The last error; set when failed.")
     progress = JobProgressDoc(allow_null=True)
-    priority = serializers.ChoiceField(choices=JobPriority.choices)
+    priority = serializers.ChoiceField(choices=list(PRIORITY_VALUES))
     queue = serializers.CharField(help_text="The worker pool that runs it.")
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
@@ -52,7 +52,7 @@ class JobSubmitDoc(serializers.Serializer):
     input = serializers.DictField(
         required=False, help_text="Validated against the type's input_schema."
     )
-    priority = serializers.ChoiceField(choices=JobPriority.choices, default="normal")
+    priority = serializers.ChoiceField(choices=list(PRIORITY_VALUES), default="normal")
     run_at = serializers.DateTimeField(
         required=False, help_text="RFC 3339; at most 365 days ahead."
     )
