@@ -24,7 +24,7 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
-def post_worker_init(worker):  # type: ignore[no-untyped-def]
+def post_worker_init(worker: object) -> None:
     """Publish broker wake-ups from a background thread: a request never waits on the broker."""
     from apps.jobs.dispatch import start_background_publisher
 

@@ -51,7 +51,7 @@ logger = logging.getLogger("conveyor.worker")
 RESULT_MAX_BYTES = 1024 * 1024
 
 
-class JobTimeout(Exception):  # noqa: N818 - reads as what happened, like JobCanceled
+class JobTimeout(Exception):
     """Raised inside a handler when its job reaches ``timeout_seconds`` (the soft limit)."""
 
 

@@ -181,6 +181,7 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
     if errors:
         raise ValidationFailed("The job submission is not valid.", details=errors)
     assert job_type is not None
+    assert priority is not None
     return Submission(
         job_type=job_type,
         input=validated_input,
