@@ -22,10 +22,3 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-
-
-def post_worker_init(worker: object) -> None:
-    """Publish broker wake-ups from a background thread: a request never waits on the broker."""
-    from apps.jobs.dispatch import start_background_publisher
-
-    start_background_publisher()

@@ -146,6 +146,7 @@ DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
 DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=600)
 DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=30_000)
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 
 def _database(url: str) -> dict:
@@ -164,6 +165,13 @@ def _database(url: str) -> dict:
     elif engine.endswith("postgresql"):
         options.setdefault("connect_timeout", 5)
         options.setdefault("application_name", "conveyor")
+        # Server-side binding with prepared statements: the hot statements (submit, claim,
+        # finish) are parsed and planned once per connection instead of on every call.
+        # DATABASE_PREPARED_STATEMENTS=false turns both off (e.g. behind PgBouncer in
+        # transaction mode before 1.21).
+        if DATABASE_PREPARED_STATEMENTS:
+            options.setdefault("server_side_binding", True)
+            options.setdefault("prepare_threshold", 2)
         if DATABASE_STATEMENT_TIMEOUT_MS:
             options.setdefault("options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}")
         if DATABASE_POOL:
@@ -171,7 +179,9 @@ def _database(url: str) -> dict:
             config["CONN_MAX_AGE"] = 0
         else:
             config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
-            config["CONN_HEALTH_CHECKS"] = True
+            # No health check (a SELECT 1 round trip) at the start of every request: a dropped
+            # connection fails one request with 503 and is replaced for the next.
+            config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=False)
     return config
 
 
@@ -282,11 +292,19 @@ WORKER_DRAIN_MAX_JOBS = env.int("WORKER_DRAIN_MAX_JOBS", default=1000)
 # At most this many wake-ups for jobs queued together: set it to the number of worker
 # processes that serve a queue, so a batch engages all of them.
 WORKER_WAKEUP_FANOUT = env.int("WORKER_WAKEUP_FANOUT", default=16)
+# On PostgreSQL, transactions that queue jobs NOTIFY the wake-up relay (in the scheduler
+# process), which publishes broker wake-ups, gathering notifications for this long.
+WAKEUP_RELAY = env.bool("WAKEUP_RELAY", default=True)
+RELAY_WINDOW_SECONDS = env.float("RELAY_WINDOW_SECONDS", default=0.002)
 # How long a running handler may ignore a cancel request before it is interrupted.
 JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
 JOBS_LIST_PAGE_SIZE = 50
 JOBS_LIST_MAX_PAGE_SIZE = 200
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
+# How long a web process trusts its own memory that a key is valid (revocations reach other
+# processes within this time; the revoking process forgets at once).
+API_KEY_LOCAL_SECONDS = env.float("API_KEY_LOCAL_SECONDS", default=2.0)
+JOB_CACHE_SECONDS = env.int("JOB_CACHE_SECONDS", default=300)
 BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not IS_PRODUCTION

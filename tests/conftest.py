@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.test import TestCase
 from rest_framework.test import APIClient
 
 from apps.clients.models import ApiClient
@@ -21,11 +23,15 @@ class Tenant:
         self.http = APIClient()
         self.http.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
 
+    # Each call runs the on-commit hooks it registered (cache write-through, publishing), as a
+    # real request's commit would, even inside a test's wrapping transaction.
     def post(self, path: str, data: Any = None, **extra: Any) -> Any:
-        return self.http.post(path, data, format="json", **extra)
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return self.http.post(path, data, format="json", **extra)
 
     def get(self, path: str, **extra: Any) -> Any:
-        return self.http.get(path, **extra)
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return self.http.get(path, **extra)
 
     def submit(self, **fields: Any) -> Any:
         body = {"type": "diagnostics.echo", "input": {"message": "hello"}, **fields}
@@ -139,3 +145,32 @@ class _StatementCounter:
 def max_statements() -> Callable[[int], _StatementCounter]:
     """``with max_statements(2): ...`` fails when the block runs more SQL statements."""
     return _StatementCounter
+
+
+class WakeupListener:
+    """LISTENs, on its own connection, to the wake-up notifications the relay would get."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        from apps.jobs.dispatch import CHANNEL
+        from apps.jobs.relay import _connection_params
+
+        self.conn = psycopg.connect(**_connection_params(), autocommit=True)
+        self.conn.execute(f"LISTEN {CHANNEL}")
+
+    def received(self, timeout: float = 0.5) -> Counter[str]:
+        """Wake-ups per queue notified within ``timeout`` seconds."""
+        from apps.jobs.dispatch import parse_payload
+
+        counts: Counter[str] = Counter()
+        for notify in self.conn.notifies(timeout=timeout):
+            counts.update(parse_payload(notify.payload))
+        return counts
+
+
+@pytest.fixture
+def wakeups(transactional_db: None) -> Iterator[WakeupListener]:
+    listener = WakeupListener()
+    yield listener
+    listener.conn.close()

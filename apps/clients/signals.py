@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from apps.clients.models import ApiClient, ApiKey
-from apps.clients.selectors import auth_cache_key
+from apps.clients.selectors import auth_cache_key, forget_in_process
+from apps.core.fastcache import fast_cache
 
 
 def _forget(key_hashes: list[str]) -> None:
     if key_hashes:
-        cache.delete_many([auth_cache_key(h) for h in key_hashes])
+        forget_in_process(key_hashes)
+        fast_cache().delete_many([auth_cache_key(h) for h in key_hashes])
 
 
 def _forget_now_and_after_commit(key_hashes: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The one place that publishes to the broker: wake-up calls for worker pools.
+"""The one place that wakes worker pools.
 
 A broker message names a queue, not a job: ``conveyor.run_jobs(queue)`` tells a worker of that
 pool "there is work"; the worker then claims queued jobs from the database, highest priority
@@ -12,31 +12,30 @@ That is what makes Conveyor robust and fast:
 - priorities are exact on every broker (a ``high`` job is claimed before 10 000 ``low`` ones);
 - a batch of 1 000 jobs needs a handful of messages, not 1 000.
 
-Apps never import ``workers``: messages name their task (``conveyor.run_jobs``). Publishing
-happens after the transaction commits (``publish_on_commit``), so a woken worker always sees the
-rows. In the web process a background thread does the publishing (``start_background_publisher``,
-called from gunicorn's post_fork hook) so that a request never waits on the broker, and wake-ups
-for one queue requested close together are coalesced.
+Apps never import ``workers``: messages name their task (``conveyor.run_jobs``). A wake-up is
+sent only after the jobs' transaction commits. On PostgreSQL the transaction itself carries it
+out as ``NOTIFY conveyor_wakeup`` (delivered at commit), and the relay in the scheduler process
+turns notifications into broker messages (apps/jobs/relay.py): the web process never waits on
+the broker. Elsewhere (SQLite in development) it is published from an on-commit hook.
 """
 
 from __future__ import annotations
 
 import logging
-import queue as queue_module
-import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 
 from apps.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
 RUN_JOBS_TASK = "conveyor.run_jobs"
+CHANNEL = "conveyor_wakeup"
 
 
 def wakeups_for(job_count: int) -> int:
@@ -44,8 +43,8 @@ def wakeups_for(job_count: int) -> int:
     return max(1, min(job_count, settings.WORKER_WAKEUP_FANOUT))
 
 
-def publish_wakeups(counts: dict[str, int]) -> int:
-    """Publish ``counts[queue]`` wake-ups per queue. Returns how many were published.
+def publish_wakeups(counts: Mapping[str, int]) -> int:
+    """Publish ``counts[queue]`` wake-ups per queue now. Returns how many were published.
 
     A failure is logged, not raised: the jobs are durable and stay ``queued``; the maintenance
     loop wakes their pool when the broker is back.
@@ -79,50 +78,37 @@ def publish_jobs(jobs: Iterable[Job]) -> int:
     return publish_wakeups({q: wakeups_for(n) for q, n in per_queue.items()})
 
 
-class BackgroundPublisher:
-    """Publishes wake-ups from a daemon thread, coalescing those requested meanwhile."""
-
-    def __init__(self) -> None:
-        self._pending: queue_module.SimpleQueue[tuple[str, int]] = queue_module.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="conveyor-publisher", daemon=True)
-        self._thread.start()
-
-    def submit(self, per_queue: Counter[str]) -> None:
-        for queue, count in per_queue.items():
-            self._pending.put((queue, count))
-
-    def _run(self) -> None:
-        while True:
-            queue, count = self._pending.get()
-            jobs = Counter({queue: count})
-            while True:  # take whatever else arrived while we were busy
-                try:
-                    queue, count = self._pending.get_nowait()
-                except queue_module.Empty:
-                    break
-                jobs[queue] += count
-            publish_wakeups({q: wakeups_for(n) for q, n in jobs.items()})
+# --- Wake-ups that travel with the transaction (PostgreSQL) ----------------------------------
 
 
-_background: BackgroundPublisher | None = None
+def uses_relay(using: str = "default") -> bool:
+    return settings.WAKEUP_RELAY and connections[using].vendor == "postgresql"
 
 
-def start_background_publisher() -> None:
-    """Publish from a background thread in this process (the web server's workers)."""
-    global _background
-    if _background is None:
-        _background = BackgroundPublisher()
+def notify_payload(per_queue: Mapping[str, int]) -> str:
+    return " ".join(f"{queue}:{count}" for queue, count in sorted(per_queue.items()))
 
 
-def _publish_after_commit(per_queue: Counter[str]) -> None:
-    if _background is not None:
-        _background.submit(per_queue)
-    else:
-        publish_wakeups({q: wakeups_for(n) for q, n in per_queue.items()})
+def parse_payload(payload: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for item in payload.split():
+        queue, _, count = item.rpartition(":")
+        if queue and count.isdigit():
+            counts[queue] += int(count)
+    return counts
 
 
 def publish_on_commit(jobs: Iterable[Job], *, using: str = "default") -> None:
     """Wake the pools of ``jobs`` once the current transaction commits."""
     per_queue = Counter(job.queue for job in jobs)
-    if per_queue:
-        transaction.on_commit(partial(_publish_after_commit, per_queue), using=using)
+    if not per_queue:
+        return
+    if uses_relay(using):
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, notify_payload(per_queue)])
+    else:
+        transaction.on_commit(partial(publish_wakeups, _wanted(per_queue)), using=using)
+
+
+def _wanted(per_queue: Counter[str]) -> dict[str, int]:
+    return {q: wakeups_for(n) for q, n in per_queue.items()}

@@ -129,11 +129,13 @@ class JobType:
             raise ValidationFailed(
                 "The job input must be a JSON object.", details={"input": ["Expected an object."]}
             )
-        serializer = self.input_serializer(data=data)
         errors: dict[str, Any] = {}
-        if not serializer.is_valid():
-            errors.update(serializer.errors)
-        for unknown in sorted(set(data) - set(serializer.fields)):
+        validated: dict[str, Any] = {}
+        try:
+            validated = self._validator.run_validation(data)
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail if isinstance(exc.detail, dict) else {"input": exc.detail})
+        for unknown in sorted(set(data) - set(self._validator.fields)):
             errors[unknown] = ["Unknown field."]
         if errors:
             from apps.core.exception_handler import flatten_details
@@ -142,7 +144,14 @@ class JobType:
                 f"The input does not match the schema of {self.name}.",
                 details=flatten_details({"input": errors}),
             )
-        return dict(serializer.validated_data)
+        return dict(validated)
+
+    @cached_property
+    def _validator(self) -> serializers.Serializer:
+        # One bound serializer per type, reused: building a serializer deep-copies its fields,
+        # which would be most of the cost of validating a small input. Validation keeps no
+        # state on the instance.
+        return self.input_serializer()
 
 
 _registry: dict[str, JobType] = {}

@@ -24,6 +24,7 @@ from apps.clients.models import ApiClient
 from apps.core.db import update_returning
 from apps.core.errors import InvalidState
 from apps.core.ids import uuid7_with_time
+from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.models import (
     WAITING_STATUSES,
@@ -120,12 +121,11 @@ def job_submit(
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
-    with transaction.atomic():
-        job.save(force_insert=True)
-        _record(job, "", at=job.created_at)
-        _changed(job, "")
-        if job.status == JobStatus.QUEUED:
-            publish_on_commit([job])
+    # One statement on PostgreSQL (atomic by itself, so no BEGIN/COMMIT round trips when no
+    # transaction is open); a creation is not a change anyone subscribes to (no "job.created"
+    # webhook, no cache entry yet), so job_changed is not sent for it.
+    with atomic_unless_single_statement():
+        insert_jobs([job])
     return job
 
 

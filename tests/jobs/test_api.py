@@ -60,18 +60,41 @@ def test_submit_answers_202_with_location_and_the_job(tenant: Tenant) -> None:
     assert job["webhook_events"] == ["job.succeeded", "job.failed", "job.canceled"]
 
 
-def test_submit_writes_the_row_and_its_first_event_and_publishes_after_commit(
-    tenant: Tenant, django_capture_on_commit_callbacks: Any
-) -> None:
-    with django_capture_on_commit_callbacks() as callbacks:
-        job_id = tenant.submit().json()["id"]
+def test_submit_writes_the_row_and_its_first_event(tenant: Tenant) -> None:
+    job_id = tenant.submit().json()["id"]
     job = Job.objects.get(pk=job_id)
     assert job.client_id == tenant.client.pk
     assert job.status == JobStatus.QUEUED
     assert list(JobEvent.objects.filter(job=job).values_list("from_status", "to_status")) == [
         ("", "queued")
     ]
-    assert len(callbacks) == 1  # the publish waits for the commit
+
+
+def test_submission_wakes_its_pool_after_commit(wakeups: Any, make_tenant: Any) -> None:
+    tenant = make_tenant()
+    assert tenant.submit().status_code == 202
+    assert wakeups.received() == {"default": 1}
+
+
+def test_a_scheduled_submission_wakes_nobody(wakeups: Any, make_tenant: Any) -> None:
+    tenant = make_tenant()
+    assert tenant.submit(delay_seconds=60).status_code == 202
+    assert wakeups.received() == {}
+
+
+def test_no_wake_up_for_a_submission_that_rolls_back(wakeups: Any, make_tenant: Any) -> None:
+    from django.db import transaction
+
+    from apps.jobs import services
+
+    tenant = make_tenant()
+    with transaction.atomic():
+        services.job_submit(
+            client=tenant.client, data={"type": "diagnostics.echo", "input": {"message": "x"}}
+        )
+        transaction.set_rollback(True)
+    assert wakeups.received() == {}
+    assert Job.objects.count() == 0
 
 
 def test_invalid_submission_writes_nothing(tenant: Tenant) -> None:
@@ -270,13 +293,33 @@ def test_list_pagination_is_stable_under_concurrent_inserts(tenant: Tenant) -> N
 
 def test_submit_query_count_is_bounded(tenant: Tenant, max_statements: Any) -> None:
     tenant.get("/api/v1/jobs")  # warm the key cache
-    with max_statements(2):  # INSERT job, INSERT event (one transaction)
+    with max_statements(1):  # INSERT job and its event: one statement
         assert tenant.submit().status_code == 202
 
 
-def test_get_query_count_is_bounded(tenant: Tenant, max_statements: Any) -> None:
+def test_get_is_served_from_the_status_cache_without_queries(
+    tenant: Tenant, max_statements: Any
+) -> None:
     job_id = tenant.submit().json()["id"]
+    tenant.get(f"/api/v1/jobs/{job_id}")  # the first poll caches it
+    tenant.get("/api/v1/jobs")  # the key's owner is now known to this process
+    with max_statements(0):
+        response = tenant.get(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 200
+    assert response.json()["id"] == job_id
+
+
+def test_get_of_an_uncached_job_reads_the_database_once(
+    tenant: Tenant, max_statements: Any
+) -> None:
+    from apps.core.fastcache import fast_cache
+    from apps.jobs.status_cache import job_cache_key
+
+    job_id = tenant.submit().json()["id"]
+    fast_cache().delete_many([job_cache_key(tenant.client.pk, job_id)])
     with max_statements(1):
+        assert tenant.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"
+    with max_statements(0):  # and it is cached again
         assert tenant.get(f"/api/v1/jobs/{job_id}").status_code == 200
 
 

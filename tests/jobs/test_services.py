@@ -110,14 +110,11 @@ def test_progress_and_heartbeat_report_cancel_requests() -> None:
     assert Job.objects.get(pk=job.pk).progress["percent"] == 100
 
 
-def test_retry_resets_a_canceled_job_and_publishes_it(
-    django_capture_on_commit_callbacks: Any,
-) -> None:
+def test_retry_resets_a_canceled_job_and_wakes_its_pool(wakeups: Any) -> None:
     job = JobFactory(status=JobStatus.CANCELED, attempts=2, cancel_requested=True)
-    with django_capture_on_commit_callbacks() as callbacks:
-        retried = services.job_retry(job=job)
+    retried = services.job_retry(job=job)
     assert (retried.status, retried.attempts, retried.cancel_requested) == ("queued", 0, False)
-    assert len(callbacks) == 1
+    assert wakeups.received() == {"default": 1}
 
 
 @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED])

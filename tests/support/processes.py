@@ -132,6 +132,7 @@ def start_worker(
     concurrency: int = 2,
     name: str = "worker",
     pool: str = "prefork",
+    relay: bool = True,
     extra_args: list[str] | None = None,
     **env: str,
 ) -> ManagedProcess:
@@ -152,6 +153,7 @@ def start_worker(
         "--without-gossip",
         "-l",
         "info",
+        *(["--relay"] if relay else []),
         *(extra_args or []),
     ]
     process = ManagedProcess(name, argv, service_env(**env), tmp_path / f"{name}.log")
@@ -167,6 +169,7 @@ def start_scheduler(tmp_path: Path, **env: str) -> ManagedProcess:
         "config",
         "worker",
         "-B",
+        "--relay",
         "-Q",
         "maintenance",
         "-c",

@@ -7,6 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
+
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
@@ -27,6 +30,7 @@ from apps.jobs.api.serializers import (
 from apps.jobs.models import JobStatus
 from apps.jobs.registry import all_job_types
 from apps.jobs.representation import job_etag, job_location, job_to_dict
+from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 
 JOB_CACHE_CONTROL = "private, no-cache"
 
@@ -60,10 +64,12 @@ def _request_id(request: Request) -> str:
     return str(getattr(request._request, "request_id", ""))
 
 
-def _job_response(job: Any, status: int = 200, **headers: str) -> Response:
-    return Response(
-        job_to_dict(job),
+def _job_response(job: Any, status: int = 200, **headers: str) -> HttpResponse:
+    # Rendered here rather than through DRF's renderer: a job is always the same JSON object.
+    return HttpResponse(
+        orjson.dumps(job_to_dict(job)),
         status=status,
+        content_type="application/json",
         headers={"ETag": job_etag(job), "Cache-Control": JOB_CACHE_CONTROL, **headers},
     )
 
@@ -182,7 +188,7 @@ class JobCollectionView(ConveyorAPIView):
         parameters=[_IDEMPOTENCY_HEADER],
         responses={202: JobDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         job = services.job_submit(
             client=_client(request),
             data=request.data,
@@ -191,18 +197,40 @@ class JobCollectionView(ConveyorAPIView):
         return _job_response(job, 202, Location=job_location(job))
 
 
+class JobStatusAuthentication(ApiKeyAuthentication):
+    """Authenticates and fetches the job's cached status in the same cache round trip."""
+
+    def prefetch_keys(self, request: Any) -> Any:
+        job_id = selectors.parse_job_id(request.parser_context["kwargs"].get("job_id"))
+        if job_id is None:
+            return None
+        return lambda client_id: [job_cache_key(client_id, job_id)]
+
+    def prefetched(self, request: Any, values: list[bytes | None]) -> None:
+        request._request.cached_job = values[0] if values else None
+
+
 class JobDetailView(ConveyorAPIView):
+    authentication_classes = [JobStatusAuthentication]
+
     @extend_schema(
         operation_id="jobs_get",
         summary="Get a job's status",
         responses={200: JobDoc, 304: None, **error_responses(401, 404)},
     )
-    def get(self, request: Request, job_id: str) -> Response | HttpResponse:
-        job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
-        etag = job_etag(job)
+    def get(self, request: Request, job_id: str) -> HttpResponse:
+        cached = getattr(request._request, "cached_job", None)
+        if cached is not None:
+            version, body = decode(cached)
+        else:
+            job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
+            version, body = job.version, orjson.dumps(job_to_dict(job))
+            cache_jobs([job])
+        etag = f'"{version}"'
+        headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
         if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
-            return Response(status=304, headers={"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL})
-        return _job_response(job)
+            return HttpResponse(status=304, headers=headers)
+        return HttpResponse(body, content_type="application/json", headers=headers)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -225,7 +253,7 @@ class JobCancelView(ConveyorAPIView):
         description="A waiting job is canceled at once (200); a running one gets "
         "cancel_requested and its worker stops it (202).",
     )
-    def post(self, request: Request, job_id: str) -> Response:
+    def post(self, request: Request, job_id: str) -> HttpResponse:
         job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
         job, finished = services.job_cancel(job=job)
         return _job_response(job, 200 if finished else 202)
@@ -238,7 +266,7 @@ class JobRetryView(ConveyorAPIView):
         request=None,
         responses={202: JobDoc, **error_responses(401, 404, 409, 429)},
     )
-    def post(self, request: Request, job_id: str) -> Response:
+    def post(self, request: Request, job_id: str) -> HttpResponse:
         job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
         job = services.job_retry(job=job)
         return _job_response(job, 202, Location=job_location(job))

@@ -1,0 +1,96 @@
+"""The wake-up relay: PostgreSQL notifications in, broker wake-ups out.
+
+On PostgreSQL a transaction that queues jobs also issues ``NOTIFY conveyor_wakeup`` (in the same
+statement as the INSERT for a submission). PostgreSQL delivers the notification only if and
+when the transaction commits, so the relay never wakes a worker for a row it cannot see, and
+the web process never talks to the broker at all: a submission costs one statement.
+
+The relay runs as a thread in the scheduler process (``celery worker --relay``, see
+config/celery_app.py). It gathers notifications for a few milliseconds, then publishes wake-ups
+per queue (``apps.jobs.dispatch.publish_wakeups``). Whenever it (re)connects it wakes every queue
+that has queued jobs, since notifications sent while it was away are gone; the maintenance loop's
+stalled-queue check covers the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+from django.db.models import Count
+
+from apps.jobs.dispatch import CHANNEL, parse_payload, publish_wakeups, wakeups_for
+from apps.jobs.models import Job, JobStatus
+
+logger = logging.getLogger("conveyor.relay")
+
+
+def _connection_params(using: str = "default") -> dict[str, Any]:
+    params = connections[using].get_connection_params()
+    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(django_only, None)
+    return params
+
+
+class WakeupRelay:
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conveyor-relay", daemon=True)
+        self.published = 0
+
+    def start(self) -> WakeupRelay:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**_connection_params(), autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    logger.info("wake-up relay listening on %s", CHANNEL)
+                    self._catch_up()
+                    self._relay(conn)
+            except Exception:
+                logger.exception("wake-up relay lost its connection; reconnecting")
+                self._stop.wait(1.0)
+
+    def _catch_up(self) -> None:
+        """Wake every queue with queued jobs: notifications sent while away are lost."""
+        waiting = dict(
+            Job.objects.filter(status=JobStatus.QUEUED)
+            .values_list("queue")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        connections.close_all()
+        if waiting:
+            self.published += publish_wakeups({q: wakeups_for(n) for q, n in waiting.items()})
+
+    def _relay(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stop.is_set():
+            pending: Counter[str] = Counter()
+            for notify in conn.notifies(timeout=0.5, stop_after=1):
+                pending.update(parse_payload(notify.payload))
+            if not pending:
+                continue
+            # Gather what arrives within the window and publish it together.
+            deadline = time.monotonic() + self.window
+            while (remaining := deadline - time.monotonic()) > 0:
+                for notify in conn.notifies(timeout=remaining):
+                    pending.update(parse_payload(notify.payload))
+            self.published += publish_wakeups({q: wakeups_for(n) for q, n in pending.items()})
+
+
+def start_relay() -> WakeupRelay:
+    return WakeupRelay(window=settings.RELAY_WINDOW_SECONDS).start()
