@@ -25,22 +25,22 @@ CHUNK = 500  # rows per statement: well under PostgreSQL's and SQLite's bound-pa
 def _statements(vendor: str, rows: int) -> list[str]:
     quote = connections["default"].ops.quote_name
     fields = Job._meta.concrete_fields
-    columns = ", ".join(quote(f.column) for f in fields)
+    columns = ", ".join(quote(str(f.column)) for f in fields)
     values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
     job_table, event_table = quote(Job._meta.db_table), quote(JobEvent._meta.db_table)
-    insert_jobs = f"INSERT INTO {job_table} ({columns}) VALUES {values}"  # noqa: S608
+    insert_jobs = f"INSERT INTO {job_table} ({columns}) VALUES {values}"
     event_columns = "job_id, from_status, to_status, attempt, at, details"
     if vendor == "postgresql":
         # One statement: the jobs, their creation events, and (when there are queued jobs) the
         # wake-up notification that PostgreSQL delivers to the relay on commit.
         return [
             f"WITH j AS ({insert_jobs} RETURNING id, status, created_at), "
-            f"e AS (INSERT INTO {event_table} ({event_columns}) "  # noqa: S608
+            f"e AS (INSERT INTO {event_table} ({event_columns}) "
             "SELECT id, '', status, 0, created_at, '{}'::jsonb FROM j) "
             "SELECT pg_notify(%s, %s) WHERE %s"
         ]
     event_values = ", ".join(["(%s, '', %s, 0, %s, '{}')"] * rows)
-    return [insert_jobs, f"INSERT INTO {event_table} ({event_columns}) VALUES {event_values}"]  # noqa: S608
+    return [insert_jobs, f"INSERT INTO {event_table} ({event_columns}) VALUES {event_values}"]
 
 
 def atomic_unless_single_statement(using: str = "default") -> AbstractContextManager[Any]:
@@ -75,7 +75,7 @@ def insert_jobs(jobs: Sequence[Job], *, using: str = "default") -> None:
                 event_params: list[Any] = []
                 for job in chunk:
                     event_params += [
-                        id_field.get_db_prep_save(job.pk, connection),  # type: ignore[union-attr]
+                        id_field.get_db_prep_save(job.pk, connection),
                         job.status,
                         at_field.get_db_prep_save(job.created_at, connection),
                     ]

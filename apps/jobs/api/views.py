@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
