@@ -16,12 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet, Subquery
 from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.db import update_returning
 from apps.core.errors import InvalidState
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
@@ -29,11 +27,11 @@ from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.models import (
     WAITING_STATUSES,
     Job,
-    JobEvent,
     JobStatus,
 )
 from apps.jobs.registry import JobType, get_job_type
 from apps.jobs.submission import Submission, parse_submission
+from apps.jobs.transitions import Expr, change_job
 
 # Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
 # job as the change left it. ``previous`` is the status before; it equals job.status for changes
@@ -43,29 +41,27 @@ job_changed = Signal()
 _CAS_ATTEMPTS = 5
 
 
-def _record(
-    job: Job, from_status: str, *, at: datetime, details: dict[str, Any] | None = None
-) -> JobEvent:
-    return JobEvent.objects.create(
-        job_id=job.pk,
-        from_status=from_status,
-        to_status=job.status,
-        attempt=job.attempts,
-        at=at,
-        details=details or {},
-    )
-
-
 def _changed(job: Job, previous: str, **extra: Any) -> None:
     job_changed.send(sender=Job, job=job, previous=previous, **extra)
 
 
-def _swap(job_id: Any, expected: dict[str, Any], **changes: Any) -> Job | None:
-    """Apply ``changes`` if the row still matches ``expected``; the updated job, else None."""
-    rows = update_returning(
-        Job.objects.filter(pk=job_id, **expected), version=F("version") + 1, **changes
+def _transition(
+    job_id: Any,
+    expected: dict[str, Any],
+    *,
+    reason: dict[str, Any] | None = None,
+    at: datetime,
+    **changes: Any,
+) -> Job | None:
+    """One status change: the conditional update and its event, announced when it happened."""
+    job = change_job(
+        where={"id": job_id, **expected},
+        changes=changes,
+        event=(expected["status"], at, reason or {}),
     )
-    return rows[0] if rows else None
+    if job is not None:
+        _changed(job, expected["status"])
+    return job
 
 
 # --- Submission ---------------------------------------------------------------------------
@@ -139,37 +135,36 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
     for _ in range(_CAS_ATTEMPTS):
         status = job.status
         now = timezone.now()
-        with transaction.atomic():
-            if status in WAITING_STATUSES:
-                updated = _swap(
-                    job.pk,
-                    {"status": status},
-                    status=JobStatus.CANCELED,
-                    cancel_requested=True,
-                    finished_at=now,
-                )
-                if updated is not None:
-                    _record(updated, status, at=now, details={"reason": "canceled by client"})
-                    _changed(updated, status)
-                    return updated, True
-            elif status == JobStatus.RUNNING:
-                if job.cancel_requested:
-                    return job, False
-                updated = _swap(
-                    job.pk,
-                    {"status": status, "cancel_requested": False},
-                    cancel_requested=True,
-                )
-                if updated is not None:
-                    _record(updated, status, at=now, details={"cancel_requested": True})
-                    _changed(updated, status)
-                    return updated, False
-            else:
-                raise InvalidState(
-                    f"The job is {status}; only a queued, scheduled, retrying or running job "
-                    "can be canceled.",
-                    details={"status": status},
-                )
+        if status in WAITING_STATUSES:
+            updated = _transition(
+                job.pk,
+                {"status": status},
+                reason={"reason": "canceled by client"},
+                at=now,
+                status=JobStatus.CANCELED,
+                cancel_requested=True,
+                finished_at=now,
+            )
+            if updated is not None:
+                return updated, True
+        elif status == JobStatus.RUNNING:
+            if job.cancel_requested:
+                return job, False
+            updated = _transition(
+                job.pk,
+                {"status": status, "cancel_requested": False},
+                reason={"cancel_requested": True},
+                at=now,
+                cancel_requested=True,
+            )
+            if updated is not None:
+                return updated, False
+        else:
+            raise InvalidState(
+                f"The job is {status}; only a queued, scheduled, retrying or running job "
+                "can be canceled.",
+                details={"status": status},
+            )
         # Lost a race with another transition: look again and decide anew.
         job.refresh_from_db()
     raise InvalidState("The job is changing too fast to cancel; try again.")
@@ -186,9 +181,11 @@ def job_retry(*, job: Job) -> Job:
             )
         now = timezone.now()
         with transaction.atomic():
-            updated = _swap(
+            updated = _transition(
                 job.pk,
                 {"status": status},
+                reason={"reason": "retried by client"},
+                at=now,
                 status=JobStatus.QUEUED,
                 attempts=0,
                 result=None,
@@ -202,8 +199,6 @@ def job_retry(*, job: Job) -> Job:
                 enqueued_at=now,
             )
             if updated is not None:
-                _record(updated, status, at=now, details={"reason": "retried by client"})
-                _changed(updated, status)
                 publish_on_commit([updated])
                 return updated
         job.refresh_from_db()
@@ -213,24 +208,25 @@ def job_retry(*, job: Job) -> Job:
 # --- Worker-side transitions ------------------------------------------------------------------
 
 
-def _claim(target: QuerySet[Job], worker: str, task_id: str) -> Job | None:
+def _claim(worker: str, task_id: str, **target: Any) -> Job | None:
     now = timezone.now()
-    with transaction.atomic():
-        rows = update_returning(
-            target,
-            version=F("version") + 1,
-            status=JobStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=now,
-            heartbeat_at=now,
-            progress=None,
-            worker=worker[:255],
-            task_id=task_id[:64],
-        )
-        if not rows:
-            return None
-        job = rows[0]
-        _record(job, JobStatus.QUEUED, at=now, details={"worker": worker} if worker else None)
+    job = change_job(
+        changes={
+            "status": JobStatus.RUNNING,
+            "attempts": Expr('"attempts" + 1'),
+            "started_at": now,
+            "heartbeat_at": now,
+            "progress": None,
+            "worker": worker[:255],
+            "task_id": task_id[:64],
+        },
+        event=(JobStatus.QUEUED, now, {"worker": worker} if worker else {}),
+        # A claim lost in a database crash only puts the job back in the queue, where it runs
+        # again: no need to wait for the WAL flush.
+        async_commit=True,
+        **target,
+    )
+    if job is not None:
         _changed(job, JobStatus.QUEUED)
     return job
 
@@ -242,22 +238,13 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
     each other; the ``status = queued`` condition on the UPDATE decides any remaining race.
     Returns None when nothing is queued.
     """
-    next_job = (
-        Job.objects.filter(status=JobStatus.QUEUED, queue=queue)
-        .order_by("-priority", "id")
-        .select_for_update(skip_locked=True)
-        .values("pk")[:1]
-    )
-    # "id = (scalar subquery)" is evaluated once (an InitPlan). "id IN (subquery)" may be
-    # re-evaluated per row by the planner, and would then claim every queued job.
-    target = Job.objects.filter(pk=Subquery(next_job), status=JobStatus.QUEUED)
-    return _claim(target, worker, task_id)
+    return _claim(worker, task_id, where={"status": JobStatus.QUEUED}, next_in_queue=queue)
 
 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
-    return _claim(Job.objects.filter(pk=job_id, status=JobStatus.QUEUED), worker, task_id)
+    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED})
 
 
 def _running(job: Job) -> dict[str, Any]:
@@ -269,21 +256,16 @@ def _running(job: Job) -> dict[str, Any]:
 def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
     """Record the running attempt's result. None if the attempt no longer owns the job."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = _swap(
-            job.pk,
-            _running(job),
-            status=JobStatus.SUCCEEDED,
-            result=result if result is not None else {},
-            error=None,
-            finished_at=now,
-            heartbeat_at=None,
-        )
-        if updated is None:
-            return None
-        _record(updated, JobStatus.RUNNING, at=now)
-        _changed(updated, JobStatus.RUNNING)
-    return updated
+    return _transition(
+        job.pk,
+        _running(job),
+        at=now,
+        status=JobStatus.SUCCEEDED,
+        result=result if result is not None else {},
+        error=None,
+        finished_at=now,
+        heartbeat_at=None,
+    )
 
 
 def retry_delay(job_type: JobType | None, attempt: int) -> float:
@@ -311,15 +293,19 @@ def job_fail(
             changes = {"run_at": now + timedelta(seconds=delay), "finished_at": None}
         else:
             target, changes = JobStatus.FAILED, {"finished_at": now}
-        with transaction.atomic():
-            expected = {**_running(job), "cancel_requested": job.cancel_requested}
-            updated = _swap(
-                job.pk, expected, status=target, error=error, heartbeat_at=None, **changes
-            )
-            if updated is not None:
-                _record(updated, JobStatus.RUNNING, at=now, details={"error": error})
-                _changed(updated, JobStatus.RUNNING)
-                return updated
+        expected = {**_running(job), "cancel_requested": job.cancel_requested}
+        updated = _transition(
+            job.pk,
+            expected,
+            reason={"error": error},
+            at=now,
+            status=target,
+            error=error,
+            heartbeat_at=None,
+            **changes,
+        )
+        if updated is not None:
+            return updated
         # A cancel request may have landed meanwhile; re-read once and decide again.
         fresh = Job.objects.filter(pk=job.pk, **_running(job)).first()
         if fresh is None:
@@ -331,38 +317,40 @@ def job_fail(
 def job_finish_canceled(*, job: Job) -> Job | None:
     """A running job whose handler honoured a cancel request ends ``canceled``."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = _swap(
-            job.pk,
-            _running(job),
-            status=JobStatus.CANCELED,
-            cancel_requested=True,
-            finished_at=now,
-            heartbeat_at=None,
-        )
-        if updated is None:
-            return None
-        _record(updated, JobStatus.RUNNING, at=now, details={"reason": "canceled while running"})
-        _changed(updated, JobStatus.RUNNING)
-    return updated
+    return _transition(
+        job.pk,
+        _running(job),
+        reason={"reason": "canceled while running"},
+        at=now,
+        status=JobStatus.CANCELED,
+        cancel_requested=True,
+        finished_at=now,
+        heartbeat_at=None,
+    )
 
 
 def job_report_progress(*, job: Job, percent: int, message: str = "") -> bool | None:
     """Store the running attempt's progress. Returns whether a cancel was requested, or None if
     the attempt no longer owns the job."""
     progress = {"percent": max(0, min(100, int(percent))), "message": str(message)[:500]}
-    with transaction.atomic():
-        updated = _swap(job.pk, _running(job), progress=progress, heartbeat_at=timezone.now())
-        if updated is None:
-            return None
-        _changed(updated, JobStatus.RUNNING, progress=True)
+    updated = change_job(
+        where={"id": job.pk, **_running(job)},
+        changes={"progress": progress, "heartbeat_at": timezone.now()},
+        event=None,
+    )
+    if updated is None:
+        return None
+    _changed(updated, JobStatus.RUNNING, progress=True)
     return updated.cancel_requested
 
 
 def job_heartbeat(*, job: Job) -> bool | None:
     """Tell the maintenance loop the attempt is alive. Returns whether a cancel was requested,
     or None if the attempt no longer owns the job. Not a visible change: no version bump."""
-    rows = update_returning(
-        Job.objects.filter(pk=job.pk, **_running(job)), heartbeat_at=timezone.now()
+    updated = change_job(
+        where={"id": job.pk, **_running(job)},
+        changes={"heartbeat_at": timezone.now()},
+        event=None,
+        bump_version=False,
     )
-    return rows[0].cancel_requested if rows else None
+    return updated.cancel_requested if updated is not None else None
