@@ -9,7 +9,8 @@ import os
 _port = os.environ.get("PORT", "8000")
 _host = "127.0.0.1" if os.environ.get("CONVEYOR_ENV") == "development" else "0.0.0.0"  # noqa: S104
 bind = os.environ.get("BIND", f"{_host}:{_port}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Two sync workers per core: one computes while the other waits on PostgreSQL or Redis.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 threads = int(os.environ.get("WEB_THREADS", "1"))
 worker_class = "gthread" if threads > 1 else "sync"
 keepalive = 5

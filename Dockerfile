@@ -1,0 +1,11 @@
+# The Conveyor image: web, worker pools and scheduler all run from it (see docker-compose.yml).
+FROM python:3.12-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UV_PROJECT_ENVIRONMENT=/opt/venv PATH=/opt/venv/bin:$PATH
+RUN pip install --no-cache-dir uv && useradd --create-home --uid 10001 conveyor
+WORKDIR /app
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY . .
+USER conveyor
+EXPOSE 8000
+CMD ["honcho", "start", "-f", "Procfile", "web"]
