@@ -56,3 +56,7 @@ format: install-dev  ## Apply ruff's formatting and safe fixes
 .PHONY: clean
 clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker, cache)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+bench: install-dev services  ## Benchmarks (BENCH_ARGS="--quick" for a short run); see docs/benchmarks.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

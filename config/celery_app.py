@@ -8,10 +8,11 @@ Task code lives in ``workers/``; the web process only publishes by task name thr
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -51,3 +52,12 @@ app.user_options["worker"].add(
     )
 )
 app.steps["worker"].add(WakeupRelayStep)
+
+
+@signals.worker_ready.connect
+def _announce_ready(**kwargs: Any) -> None:
+    """Touch $CELERY_READY_FILE once the worker consumes: a readiness probe for orchestrators
+    (and the benchmarks) that works whatever the log level."""
+    path = os.environ.get("CELERY_READY_FILE")
+    if path:
+        Path(path).touch()

@@ -20,7 +20,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.errors import InvalidState
+from apps.core.errors import InvalidState, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
@@ -123,6 +123,48 @@ def job_submit(
     with atomic_unless_single_statement():
         insert_jobs([job])
     return job
+
+
+BATCH_MAX_JOBS = 1000
+
+
+def job_submit_batch(
+    *,
+    client: ApiClient,
+    data: Any,
+    request_id: str = "",
+) -> list[Job]:
+    """Validate and store up to 1 000 jobs at once: all of them, or none (ValidationFailed
+    lists every problem as ``jobs.<index>.<field>``). One INSERT per 500 jobs, events and
+    wake-ups included; no per-job round trip."""
+    items = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed(
+            'The body must be {"jobs": [job, …]} with at least one job.',
+            details={"jobs": ["Expected a non-empty list."]},
+        )
+    if len(items) > BATCH_MAX_JOBS:
+        raise ValidationFailed(
+            f"A batch holds at most {BATCH_MAX_JOBS} jobs.",
+            details={"jobs": [f"{len(items)} jobs; at most {BATCH_MAX_JOBS}."]},
+        )
+    now = timezone.now()
+    submissions: list[Submission] = []
+    errors: dict[str, list[str]] = {}
+    for index, item in enumerate(items):
+        try:
+            submissions.append(parse_submission(item, now=now))
+        except ValidationFailed as exc:
+            for field, messages in exc.details.items():
+                errors[f"jobs.{index}.{field}"] = messages
+    if errors:
+        raise ValidationFailed(
+            "Some jobs of the batch are not valid; none was stored.", details=errors
+        )
+    jobs = [job_build(client=client, submission=s, request_id=request_id) for s in submissions]
+    with transaction.atomic():
+        insert_jobs(jobs)
+    return jobs
 
 
 # --- Client actions -------------------------------------------------------------------------

@@ -65,15 +65,12 @@ def _statements(
     quote = connections["default"].ops.quote_name
     table = quote(Job._meta.db_table)
     assignments = [
-        f"{quote(str(_field(name).column))} = "
-        + (f"%(x_{name})s" if is_expr else f"%(s_{name})s")
+        f"{quote(str(_field(name).column))} = " + (f"%(x_{name})s" if is_expr else f"%(s_{name})s")
         for name, is_expr in sets
     ]
     if bump_version:
         assignments.append('"version" = "version" + 1')
-    conditions = [
-        f"{quote(str(_field(name).column))} = %(w_{name})s" for name in where
-    ]
+    conditions = [f"{quote(str(_field(name).column))} = %(w_{name})s" for name in where]
     if next_in_queue:
         lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
         # "id = (scalar subquery)" is evaluated once; "id IN (subquery)" may be re-evaluated

@@ -64,15 +64,35 @@ def test_submit_and_run_on_sqlite_and_the_filesystem_broker(tmp_path: Path) -> N
     port = free_port()
     web = ManagedProcess(
         "web",
-        [str(VENV_BIN / "gunicorn"), "config.wsgi", "-c", "config/gunicorn.py",
-         "-b", f"127.0.0.1:{port}", "-w", "1"],
+        [
+            str(VENV_BIN / "gunicorn"),
+            "config.wsgi",
+            "-c",
+            "config/gunicorn.py",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "1",
+        ],
         env,
         tmp_path / "web.log",
     )
     worker = ManagedProcess(
         "worker",
-        [str(VENV_BIN / "celery"), "-A", "config", "worker", "-Q", "default", "-c", "1",
-         "--without-mingle", "--without-gossip", "-l", "info"],
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+        ],
         env,
         tmp_path / "worker.log",
     )
@@ -81,8 +101,13 @@ def test_submit_and_run_on_sqlite_and_the_filesystem_broker(tmp_path: Path) -> N
         worker.wait_for_output("ready.")
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(base), timeout=20)
-        job = call(base, "POST", "/api/v1/jobs", key,
-                   {"type": "diagnostics.echo", "input": {"message": "embedded", "fail_times": 0}})
+        job = call(
+            base,
+            "POST",
+            "/api/v1/jobs",
+            key,
+            {"type": "diagnostics.echo", "input": {"message": "embedded", "fail_times": 0}},
+        )
         assert job["status"] == "queued"
 
         def finished() -> dict | None:

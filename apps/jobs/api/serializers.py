@@ -76,6 +76,14 @@ class JobSubmitDoc(serializers.Serializer):
     )
 
 
+class JobBatchDoc(serializers.Serializer):
+    jobs = JobDoc(many=True, help_text="The stored jobs, in the order submitted.")
+
+
+class JobBatchSubmitDoc(serializers.Serializer):
+    jobs = JobSubmitDoc(many=True, help_text="1 to 1000 jobs: all are stored, or none.")
+
+
 class JobPageDoc(serializers.Serializer):
     results = JobDoc(many=True)
     next = serializers.URLField(allow_null=True, help_text="The next page, or null at the end.")

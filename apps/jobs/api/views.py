@@ -21,6 +21,8 @@ from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
 from apps.jobs import selectors, services
 from apps.jobs.api.serializers import (
+    JobBatchDoc,
+    JobBatchSubmitDoc,
     JobDoc,
     JobPageDoc,
     JobSubmitDoc,
@@ -194,6 +196,25 @@ class JobCollectionView(ConveyorAPIView):
             request_id=_request_id(request),
         )
         return _job_response(job, 202, Location=job_location(job))
+
+
+class JobBatchView(ConveyorAPIView):
+    @extend_schema(
+        operation_id="jobs_submit_batch",
+        summary="Submit up to 1000 jobs at once (all or nothing)",
+        request=JobBatchSubmitDoc,
+        parameters=[_IDEMPOTENCY_HEADER],
+        responses={202: JobBatchDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
+    )
+    def post(self, request: Request) -> HttpResponse:
+        jobs = services.job_submit_batch(
+            client=_client(request), data=request.data, request_id=_request_id(request)
+        )
+        return HttpResponse(
+            orjson.dumps({"jobs": [job_to_dict(job) for job in jobs]}),
+            status=202,
+            content_type="application/json",
+        )
 
 
 class JobStatusAuthentication(ApiKeyAuthentication):

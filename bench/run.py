@@ -1,0 +1,746 @@
+"""Conveyor's benchmarks: ``make bench`` (``make bench BENCH_ARGS=--quick`` for a short run).
+
+Starts what it needs on loopback (gunicorn at the production settings of config/gunicorn.py,
+Celery worker pools, the scheduler with the wake-up relay) against the local PostgreSQL and
+Redis, in a database and a Redis database of its own; runs the phases; stops everything; prints
+a table and writes bench/results/latest.json. docs/benchmarks.md explains each phase and keeps
+the figures.
+
+Every ratio is taken within one run, by alternating the measured endpoint with its ceiling
+(``wrk`` against a bare DRF endpoint returning a constant, same server, same settings), because
+this machine's throughput drifts ±20 % from one minute to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DB_NAME = "conveyor_bench"
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
+CEILING = "/api/v1/_bench/constant"
+ECHO = {"type": "diagnostics.echo", "input": {"message": "bench"}}
+
+WRK_LUA = """
+wrk.method = "{method}"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+{pacing}
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'BENCHJSON {{"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
+    '"p50":%d,"p90":%d,"p95":%d,"p99":%d,"max":%d}}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.max))
+end
+"""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(label: str, done: float, total: float) -> None:
+    width = 30
+    filled = int(width * min(1.0, done / total)) if total else width
+    sys.stderr.write(
+        f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done:.0f}/{total:.0f}"
+    )
+    sys.stderr.flush()
+    if done >= total:
+        sys.stderr.write("\n")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.1)
+
+    def rss_kib(self) -> int:
+        """Resident memory of the process and all its descendants."""
+        total = 0
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with _suppress():
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with _suppress():
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return exc[0] is not None and issubclass(exc[0], ProcessLookupError | OSError)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return children
+    for child in map(int, direct):
+        children += [child, *_descendants(child)]
+    return children
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.logs = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+        self.port = 18000 + secrets.randbelow(1000)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "CONVEYOR_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(40),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"{PG}/{DB_NAME}",
+            "REDIS_URL": REDIS,
+            "CACHE_KEY_PREFIX": "conveyor-bench",
+            "BENCHMARK_ENDPOINTS": "true",
+            "LOG_LEVEL": "WARNING",
+            "WEB_CONCURRENCY": str(args.web_workers),
+            "WORKER_WAKEUP_FANOUT": str(max(args.worker_processes, 2)),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("CELERY_BROKER_URL", None)
+        self.processes: list[Process] = []
+        self.key = ""
+        self.results: dict[str, Any] = {}
+        self.web: Process | None = None
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def manage(self, *argv: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *argv],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def db(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True)
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.db() as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def setup(self) -> None:
+        subprocess.run(["bash", ".ci/services.sh"], cwd=ROOT, check=True)
+        import psycopg
+        import redis
+
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+        redis.Redis.from_url(REDIS).flushdb()
+        self.manage("migrate", "--noinput", "-v", "0")
+        self.key = json.loads(self.manage("create_client", "bench", "--unlimited"))["api_key"]
+
+    def start(self, name: str, argv: list[str], ready: str | None) -> Process:
+        process = Process(name, argv, self.env, self.logs)
+        self.processes.append(process)
+        if ready:
+            process.wait_for(ready)
+        return process
+
+    def stop(self, process: Process | None) -> None:
+        if process is not None:
+            process.stop()
+            if process in self.processes:
+                self.processes.remove(process)
+
+    def start_web(self) -> None:
+        self.web = self.start(
+            "web",
+            [
+                str(BIN / "gunicorn"),
+                "config.wsgi",
+                "-c",
+                "config/gunicorn.py",
+                "-b",
+                f"127.0.0.1:{self.port}",
+            ],
+            None,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.base + "/healthz", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("web did not answer")
+
+    def start_workers(self, name: str = "worker") -> Process:
+        return self._start_celery(name, ["-Q", "default", "-c", str(self.args.worker_processes)])
+
+    def _start_celery(self, name: str, extra: list[str], app: str = "config") -> Process:
+        ready = self.logs / f"{name}-{secrets.token_hex(3)}.ready"
+        env_backup = self.env
+        self.env = {**self.env, "CELERY_READY_FILE": str(ready)}
+        try:
+            process = self.start(
+                name,
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    app,
+                    "worker",
+                    *extra,
+                    "-n",
+                    f"{name}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-l",
+                    "warning",
+                ],
+                None,
+            )
+        finally:
+            self.env = env_backup
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if process.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{process.log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        return process
+
+    def start_scheduler(self) -> Process:
+        return self._start_celery(
+            "scheduler",
+            ["-B", "--relay", "-Q", "maintenance", "-c", "1", "-s", str(self.logs / "beat")],
+        )
+
+    def reset_jobs(self) -> None:
+        self.sql("TRUNCATE jobs_jobevent, jobs_job")
+
+    def http(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def wrk(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        body: Any = None,
+        auth: bool = True,
+        connections: int = 32,
+        duration: float | None = None,
+        delay_ms: float | None = None,
+    ) -> dict[str, Any]:
+        script = self.logs / f"wrk-{secrets.token_hex(4)}.lua"
+        script.write_text(
+            WRK_LUA.format(
+                method=method,
+                body=json.dumps(json.dumps(body)) if body is not None else "nil",
+                auth=f'wrk.headers["Authorization"] = "Bearer {self.key}"' if auth else "",
+                pacing=f"delay = function() return {delay_ms} end" if delay_ms else "",
+            )
+        )
+        seconds = duration or self.args.duration
+        output = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "-s",
+                str(script),
+                self.base + path,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(line for line in output.splitlines() if line.startswith("BENCHJSON "))
+        stats = json.loads(line.removeprefix("BENCHJSON "))
+        stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+        for key in ("p50", "p90", "p95", "p99", "max"):
+            stats[key] = stats[key] / 1000  # µs → ms
+        if stats["status_errors"]:
+            raise RuntimeError(f"{method} {path}: {stats['status_errors']} non-2xx answers")
+        return stats
+
+    def alternate(self, label: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Alternate the ceiling with ``measure`` for the configured rounds; medians + ratio."""
+        ceiling, target = [], []
+        for round_ in range(self.args.rounds):
+            progress(label, round_, self.args.rounds)
+            ceiling.append(self.wrk(CEILING, auth=False))
+            target.append(measure())
+        progress(label, self.args.rounds, self.args.rounds)
+        best = sorted(target, key=lambda s: s["rps"])[len(target) // 2]
+        ceiling_rps = statistics.median(s["rps"] for s in ceiling)
+        return {
+            "rps": statistics.median(s["rps"] for s in target),
+            "ceiling_rps": ceiling_rps,
+            "ratio": statistics.median(s["rps"] for s in target) / ceiling_rps,
+            "p50_ms": best["p50"],
+            "p95_ms": best["p95"],
+            "p99_ms": best["p99"],
+            "rounds": {
+                "ceiling": [round(s["rps"]) for s in ceiling],
+                "target": [round(s["rps"]) for s in target],
+            },
+        }
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def phase_admission(self) -> None:
+        self.wrk("/api/v1/jobs", method="POST", body=ECHO, duration=2)  # warm up
+        self.results["post_jobs"] = self.alternate(
+            "POST /jobs", lambda: self.wrk("/api/v1/jobs", method="POST", body=ECHO)
+        )
+        batch = {"jobs": [ECHO] * 1000}
+        stats = self.wrk("/api/v1/jobs/batch", method="POST", body=batch, connections=2)
+        self.results["post_batch"] = {
+            "batches_per_s": stats["rps"],
+            "jobs_per_s": stats["rps"] * 1000,
+            "p50_ms": stats["p50"],
+            "p95_ms": stats["p95"],
+            "p99_ms": stats["p99"],
+        }
+        self.reset_jobs()
+
+    def phase_polling(self) -> None:
+        job = self.http("POST", "/api/v1/jobs", ECHO)
+        path = f"/api/v1/jobs/{job['id']}"
+        self.http("GET", path)  # the first poll caches it
+        result = self.alternate("GET /jobs/{id}", lambda: self.wrk(path))
+        half = result["rps"] / 2
+        paced = self.wrk(path, connections=16, delay_ms=round(16 * 1000 / half, 2))
+        result["half_load"] = {"rps": paced["rps"], "p50_ms": paced["p50"], "p99_ms": paced["p99"]}
+        self.results["get_job"] = result
+        self.reset_jobs()
+
+    def phase_latency(self) -> None:
+        workers, scheduler = self.start_workers(), self.start_scheduler()
+        try:
+            time.sleep(1)
+            count, rate = self.args.latency_jobs, self.args.latency_rate
+            submitted: dict[str, float] = {}
+            for index in range(count):
+                started = time.time()
+                submitted[self.http("POST", "/api/v1/jobs", ECHO)["id"]] = started
+                progress("submit→succeeded", index + 1, count)
+                time.sleep(max(0.0, 1 / rate - (time.time() - started)))
+            rows = self._wait_finished(set(submitted), "latency: draining")
+            latencies = [(rows[i][1] - submitted[i]) * 1000 for i in submitted]
+            waits = [(rows[i][0] - submitted[i]) * 1000 for i in submitted]
+            self.results["latency"] = {
+                "jobs": count,
+                "rate_per_s": rate,
+                "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99),
+                "submit_to_start_p50_ms": percentile(waits, 50),
+            }
+        finally:
+            self.stop(workers)
+            self.stop(scheduler)
+        self.reset_jobs()
+
+    def _wait_finished(self, ids: set[str] | None, label: str, total: int | None = None) -> Any:
+        total = total if total is not None else len(ids or ())
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            done = self.sql(
+                "SELECT count(*) FROM jobs_job WHERE status IN ('succeeded','failed','canceled')"
+            )[0][0]
+            progress(label, done, total)
+            if done >= total:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: only {done} of {total} jobs finished in time")
+            time.sleep(0.25)
+        if ids is None:
+            return None
+        rows = self.sql(
+            "SELECT id::text, extract(epoch from started_at), extract(epoch from finished_at) "
+            "FROM jobs_job WHERE id::text = ANY(%s)",
+            [list(ids)],
+        )
+        return {row[0]: (float(row[1]), float(row[2])) for row in rows}
+
+    def _submit_batches(self, total: int, label: str) -> tuple[float, float]:
+        """Submit ``total`` echo jobs through POST /jobs/batch, 4 requests at a time."""
+        batches = [min(1000, total - start) for start in range(0, total, 1000)]
+        sent = [0]
+        lock = threading.Lock()
+        first = time.time()
+
+        def submit(size: int) -> None:
+            self.http("POST", "/api/v1/jobs/batch", {"jobs": [ECHO] * size})
+            with lock:
+                sent[0] += size
+                progress(label, sent[0], total)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(submit, batches))
+        return first, time.time()
+
+    def phase_pipeline(self) -> None:
+        n, w = self.args.pipeline_jobs, self.args.worker_processes
+        # Bare Celery on the same broker and concurrency.
+        bare_env = {**self.env, "BARE_BROKER_URL": REDIS}
+        import redis
+
+        marks = redis.Redis.from_url(REDIS)
+        marks.delete("bare:start", "bare:end")
+        enqueue = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import time, sys; sys.path.insert(0, 'bench');"
+                    "from bare_celery import app, noop, mark;"
+                    "t = time.time();"
+                    "mark.delay('start');"
+                    f"[noop.delay() for _ in range({n})];"
+                    "mark.delay('end');"
+                    "print(time.time() - t)"
+                ),
+            ],
+            cwd=ROOT,
+            env=bare_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        enqueue_seconds = float(enqueue.stdout.strip())
+        env_backup, self.env = self.env, {**bare_env, "PYTHONPATH": str(ROOT / "bench")}
+        try:
+            bare = self._start_celery("bare", ["-Q", "bare", "-c", str(w)], app="bare_celery")
+        finally:
+            self.env = env_backup
+        try:
+            deadline = time.monotonic() + self.args.timeout
+            while not marks.get("bare:end"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("bare Celery did not drain in time")
+                time.sleep(0.1)
+            bare_rate = n / (float(marks.get("bare:end")) - float(marks.get("bare:start")))
+        finally:
+            self.stop(bare)
+
+        # Conveyor, drain only: submit everything first, then start the pool.
+        self._submit_batches(n, "pipeline: submit")
+        scheduler = self.start_scheduler()
+        workers = self.start_workers()
+        try:
+            self._wait_finished(None, "pipeline: drain", total=n)
+            started, finished = self.sql(
+                "SELECT extract(epoch from min(started_at)), extract(epoch from max(finished_at)) "
+                "FROM jobs_job"
+            )[0]
+            drain_rate = n / (float(finished) - float(started))
+            self.reset_jobs()
+            # End to end: submissions and the pool running at the same time.
+            first, _ = self._submit_batches(n, "pipeline: end to end")
+            self._wait_finished(None, "pipeline: end to end drain", total=n)
+            rows = self.sql(
+                "SELECT extract(epoch from created_at), extract(epoch from started_at), "
+                "extract(epoch from finished_at) FROM jobs_job"
+            )
+            last = max(float(r[2]) for r in rows)
+            waits = [(float(r[1]) - float(r[0])) * 1000 for r in rows]
+            runs = [(float(r[2]) - float(r[1])) * 1000 for r in rows]
+        finally:
+            self.stop(workers)
+            self.stop(scheduler)
+        self.results["pipeline"] = {
+            "jobs": n,
+            "worker_processes": w,
+            "bare_celery_jobs_per_s": bare_rate,
+            "bare_celery_enqueue_per_s": (n + 2) / enqueue_seconds,
+            "drain_jobs_per_s": drain_rate,
+            "ratio_to_bare_celery": drain_rate / bare_rate,
+            "end_to_end_jobs_per_s": n / (last - first),
+            "queue_wait_p50_ms": percentile(waits, 50),
+            "queue_wait_p99_ms": percentile(waits, 99),
+            "run_time_p50_ms": percentile(runs, 50),
+            "run_time_p99_ms": percentile(runs, 99),
+        }
+        self.reset_jobs()
+
+    def phase_memory(self) -> None:
+        m = self.args.memory_jobs
+        scheduler, workers = self.start_scheduler(), self.start_workers()
+        try:
+            self._submit_batches(2000, "memory: warm-up")
+            self._wait_finished(None, "memory: warm-up drain", total=2000)
+            self.reset_jobs()
+            before = workers.rss_kib()
+            web_before = self.web.rss_kib() if self.web else 0
+            done = 0
+            while done < m:
+                chunk = min(10_000, m - done)
+                self._submit_batches(chunk, f"memory: {done + chunk}/{m}")
+                self._wait_finished(None, "memory: drain", total=chunk)
+                self.reset_jobs()
+                done += chunk
+            after = workers.rss_kib()
+            web_after = self.web.rss_kib() if self.web else 0
+        finally:
+            self.stop(workers)
+            self.stop(scheduler)
+        self.results["memory"] = {
+            "jobs": m,
+            "worker_rss_before_mib": before / 1024,
+            "worker_rss_after_mib": after / 1024,
+            "worker_growth_pct": (after - before) / before * 100,
+            "web_rss_before_mib": web_before / 1024,
+            "web_rss_after_mib": web_after / 1024,
+        }
+
+    def stop_all(self) -> None:
+        for process in list(self.processes):
+            self.stop(process)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        line
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    ).split()[1]
+
+    def version(argv: list[str]) -> str:
+        try:
+            return (
+                subprocess.run(argv, capture_output=True, text=True).stdout.strip().split("\n")[0]
+            )
+        except OSError:
+            return "?"
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(mem) / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "postgresql": version(["psql", "--version"]),
+        "redis": version(["redis-server", "--version"]),
+    }
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    rows: list[tuple[str, str, str]] = []
+    if "post_jobs" in results:
+        r = results["post_jobs"]
+        rows.append(
+            (
+                "POST /jobs",
+                f"{r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                f"{r['ratio']:.2f} x ceiling {r['ceiling_rps']:.0f} (target ≥ 0.33)",
+            )
+        )
+        b = results["post_batch"]
+        rows.append(
+            (
+                "POST /jobs/batch (1000)",
+                f"{b['jobs_per_s']:.0f} jobs/s, p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms",
+                "target > 5000 jobs/s, < 250 ms",
+            )
+        )
+    if "get_job" in results:
+        r = results["get_job"]
+        h = r["half_load"]
+        rows.append(
+            (
+                "GET /jobs/{id} (cached)",
+                f"{r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms",
+                f"{r['ratio']:.2f} x ceiling {r['ceiling_rps']:.0f} (target ≥ 0.8)",
+            )
+        )
+        rows.append(
+            (
+                "GET at half load",
+                f"{h['rps']:.0f} req/s, p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms",
+                "target p99 < 20 ms",
+            )
+        )
+    if "latency" in results:
+        r = results["latency"]
+        rows.append(
+            (
+                "submit → succeeded",
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
+                f"({r['jobs']} jobs at {r['rate_per_s']}/s)",
+                "target p50 < 20 ms",
+            )
+        )
+    if "pipeline" in results:
+        r = results["pipeline"]
+        rows.append(
+            (
+                "pipeline drain",
+                f"{r['drain_jobs_per_s']:.0f} jobs/s "
+                f"({r['jobs']} jobs, {r['worker_processes']} processes)",
+                f"{r['ratio_to_bare_celery']:.2f} x bare Celery "
+                f"{r['bare_celery_jobs_per_s']:.0f}/s (target ≥ 0.6)",
+            )
+        )
+        rows.append(
+            (
+                "pipeline end to end",
+                f"{r['end_to_end_jobs_per_s']:.0f} jobs/s; wait p50 "
+                f"{r['queue_wait_p50_ms']:.0f} ms, run p50 {r['run_time_p50_ms']:.2f} ms",
+                "first submit → last succeeded",
+            )
+        )
+    if "memory" in results:
+        r = results["memory"]
+        rows.append(
+            (
+                "worker RSS",
+                f"{r['worker_rss_before_mib']:.0f} → "
+                f"{r['worker_rss_after_mib']:.0f} MiB over {r['jobs']} jobs",
+                f"{r['worker_growth_pct']:+.1f} % (target < 10 %)",
+            )
+        )
+        rows.append(
+            ("web RSS", f"{r['web_rss_before_mib']:.0f} → {r['web_rss_after_mib']:.0f} MiB", "")
+        )
+    width = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
+    lines = [f"{'what':<{width[0]}}  {'measured':<{width[1]}}  compared"]
+    lines += [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--phases", default="admission,polling,latency,pipeline,memory")
+    parser.add_argument("--quick", action="store_true", help="short durations and small counts")
+    parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="ceiling/target alternations")
+    parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument("--worker-processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--pipeline-jobs", type=int, default=20_000)
+    parser.add_argument("--latency-jobs", type=int, default=300)
+    parser.add_argument("--latency-rate", type=float, default=20)
+    parser.add_argument("--memory-jobs", type=int, default=100_000)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 4, 2
+        args.pipeline_jobs, args.latency_jobs, args.memory_jobs = 5000, 100, 10_000
+    if not shutil.which("wrk"):
+        log("wrk is required: apt-get install wrk")
+        return 2
+    bench = Bench(args)
+    started = time.time()
+    try:
+        log(f"setting up (logs in {bench.logs})")
+        bench.setup()
+        bench.start_web()
+        for phase in args.phases.split(","):
+            log(f"phase: {phase}")
+            getattr(bench, f"phase_{phase.strip()}")()
+    finally:
+        bench.stop_all()
+    table = report(bench.results, args)
+    print(table)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+        "seconds": round(time.time() - started),
+        "machine": machine(),
+        "settings": vars(args),
+        "results": bench.results,
+    }
+    (out / "latest.json").write_text(json.dumps(record, indent=2))
+    log(f"results: {out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""POST /jobs/batch: up to 1000 jobs, all or nothing, in bulk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apps.jobs.models import Job, JobEvent
+from tests.conftest import Tenant
+from tests.core.test_errors import assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def echo(message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "diagnostics.echo", "input": {"message": message}, **fields}
+
+
+def test_batch_stores_every_job_in_order(tenant: Tenant) -> None:
+    response = tenant.post(
+        "/api/v1/jobs/batch",
+        {"jobs": [echo("a"), echo("b", priority="high"), echo("c", delay_seconds=60)]},
+    )
+    assert response.status_code == 202
+    jobs = response.json()["jobs"]
+    assert [j["input"]["message"] for j in jobs] == ["a", "b", "c"]
+    assert [j["status"] for j in jobs] == ["queued", "queued", "scheduled"]
+    assert jobs[1]["priority"] == "high"
+    assert Job.objects.filter(client=tenant.client).count() == 3
+    assert JobEvent.objects.count() == 3
+
+
+def test_one_invalid_job_rejects_the_whole_batch(tenant: Tenant) -> None:
+    response = tenant.post(
+        "/api/v1/jobs/batch",
+        {"jobs": [echo("a"), {"type": "no.such"}, echo("c", input={"message": ["not", "text"]})]},
+    )
+    error = assert_error(response, 400, "validation_error")
+    assert "jobs.1.type" in error["details"]
+    assert "jobs.2.input.message" in error["details"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [{}, {"jobs": []}, {"jobs": "many"}, [echo("a")]])
+def test_malformed_batch_is_400(tenant: Tenant, body: Any) -> None:
+    assert_error(tenant.post("/api/v1/jobs/batch", body), 400, "validation_error")
+
+
+def test_more_than_1000_jobs_is_400(tenant: Tenant) -> None:
+    response = tenant.post("/api/v1/jobs/batch", {"jobs": [echo("x")] * 1001})
+    error = assert_error(response, 400, "validation_error")
+    assert "jobs" in error["details"]
+    assert Job.objects.count() == 0
+
+
+def test_a_batch_of_1000_is_two_statements(tenant: Tenant, max_statements: Any) -> None:
+    tenant.get("/api/v1/jobs")
+    with max_statements(2):  # one INSERT (jobs + events + wake-up) per 500 jobs
+        response = tenant.post("/api/v1/jobs/batch", {"jobs": [echo(str(i)) for i in range(1000)]})
+    assert response.status_code == 202
+    assert Job.objects.count() == 1000
+    assert JobEvent.objects.count() == 1000
+
+
+def test_a_batch_wakes_its_pool_once(wakeups: Any, make_tenant: Any) -> None:
+    tenant = make_tenant()
+    response = tenant.post("/api/v1/jobs/batch", {"jobs": [echo(str(i)) for i in range(600)]})
+    assert response.status_code == 202
+    assert wakeups.received() == {"default": 600}  # the relay turns that into ≤ fan-out messages
