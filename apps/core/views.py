@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import errors
+from apps.core.renderers import dumps
 from apps.core.responses import error_http_response
 
 
@@ -43,3 +44,17 @@ class BenchConstantView(APIView):
 
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness: each backing service answers within a short timeout (apps.core.health)."""
+    from apps.core.health import readiness
+
+    ready, checks = readiness()
+    body = {"status": "ready" if ready else "degraded", "checks": checks}
+    response = HttpResponse(
+        dumps(body), status=200 if ready else 503, content_type="application/json"
+    )
+    if not ready:
+        response["Retry-After"] = "5"
+    return response

@@ -1,0 +1,90 @@
+"""Readiness checks: is each backing service reachable right now?
+
+Each check runs with a short timeout, in parallel, and reports ``{"ok": bool, "ms": float}``
+(plus ``error`` when it failed). The database and the broker are required; replicas are
+reported but only degrade reads (the router sends reads to the primary when a replica is down),
+and the cache is reported but Conveyor falls back to the database without it. /readyz answers
+503 only when a required check fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+CHECK_TIMEOUT = 2.0
+
+
+def _database(alias: str) -> Callable[[], None]:
+    def check() -> None:
+        connection = connections[alias]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        finally:
+            connection.close()
+
+    return check
+
+
+def _cache() -> None:
+    from apps.core.fastcache import fast_cache, key
+
+    fast_cache().get_many([key("readyz")])
+
+
+def _broker() -> None:
+    from celery import current_app
+
+    with current_app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+        connection.default_channel  # noqa: B018 - opening a channel is the check
+
+
+def checks() -> dict[str, tuple[Callable[[], None], bool]]:
+    """name → (check, required)."""
+    found: dict[str, tuple[Callable[[], None], bool]] = {"database": (_database("default"), True)}
+    for alias in settings.DATABASES:
+        if alias != "default":
+            found[f"database:{alias}"] = (_database(alias), False)
+    found["cache"] = (_cache, False)
+    found["broker"] = (_broker, True)
+    return found
+
+
+def _timed(check: Callable[[], None]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:
+        return {"ok": False, "ms": _ms(started), "error": type(exc).__name__}
+    return {"ok": True, "ms": _ms(started)}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
+    registered = checks()
+    results: dict[str, dict[str, Any]] = {}
+    pool = ThreadPoolExecutor(max_workers=len(registered), thread_name_prefix="readyz")
+    try:
+        futures = {name: pool.submit(_timed, check) for name, (check, _) in registered.items()}
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        for name, future in futures.items():
+            try:
+                results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                results[name] = {"ok": False, "ms": CHECK_TIMEOUT * 1000, "error": "timeout"}
+            results[name]["required"] = registered[name][1]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    ready = all(result["ok"] for result in results.values() if result["required"])
+    return ready, results
