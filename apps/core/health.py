@@ -43,7 +43,7 @@ def _broker() -> None:
     from celery import current_app
 
     with current_app.connection_for_read() as connection:
-        connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+        connection.ensure_connection(max_retries=1, timeout=int(CHECK_TIMEOUT))
         connection.default_channel  # noqa: B018 - opening a channel is the check
 
 
