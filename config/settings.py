@@ -300,6 +300,12 @@ RELAY_WINDOW_SECONDS = env.float("RELAY_WINDOW_SECONDS", default=0.002)
 JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
 JOBS_LIST_PAGE_SIZE = 50
 JOBS_LIST_MAX_PAGE_SIZE = 200
+# Most active (non-terminal) jobs per client, unless the client has its own limit (admin) or
+# is unlimited; beyond it submissions get 429 quota_exceeded with this Retry-After.
+DEFAULT_MAX_ACTIVE_JOBS = env.int("DEFAULT_MAX_ACTIVE_JOBS", default=10_000)
+QUOTA_RETRY_AFTER_SECONDS = env.int("QUOTA_RETRY_AFTER_SECONDS", default=5)
+# Idempotency-Key records are kept at least this long.
+IDEMPOTENCY_KEY_TTL_HOURS = env.float("IDEMPOTENCY_KEY_TTL_HOURS", default=24.0)
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 # How long a web process trusts its own memory that a key is valid (revocations reach other
 # processes within this time; the revoking process forgets at once).

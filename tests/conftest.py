@@ -128,7 +128,8 @@ class _StatementCounter:
         if exc[0] is None:
             statements = self.statements
             assert len(statements) <= self.limit, (
-                f"{len(statements)} statements > {self.limit}:\n" + "\n".join(statements)
+                f"{len(statements)} statements > {self.limit}:\n"
+                + "\n".join(sql[:300] for sql in statements)
             )
 
     @property

@@ -47,5 +47,10 @@ def wake_stalled() -> int:
 
 @app.task(name="conveyor.maintenance.purge_finished", ignore_result=True)
 def purge_finished() -> int:
-    """Delete finished jobs past the retention period, in bounded batches."""
-    return maintenance.jobs_purge_finished(older_than=timedelta(days=settings.JOB_RETENTION_DAYS))
+    """Delete finished jobs past the retention period, and expired idempotency records, in
+    bounded batches."""
+    return maintenance.jobs_purge_finished(
+        older_than=timedelta(days=settings.JOB_RETENTION_DAYS)
+    ) + maintenance.idempotency_records_purge(
+        older_than=timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    )

@@ -27,7 +27,7 @@ from django.utils import timezone
 from apps.core.db import update_returning
 from apps.jobs.broker import queue_depths
 from apps.jobs.dispatch import publish_on_commit, publish_wakeups, wakeups_for
-from apps.jobs.models import TERMINAL_STATUSES, Job, JobEvent, JobStatus
+from apps.jobs.models import TERMINAL_STATUSES, IdempotencyRecord, Job, JobEvent, JobStatus
 from apps.jobs.services import job_changed
 
 logger = logging.getLogger("conveyor.maintenance")
@@ -186,3 +186,19 @@ def jobs_purge_finished(
             Job.objects.filter(pk__in=ids).delete()
         deleted += len(ids)
     return deleted
+
+
+def idempotency_records_purge(*, older_than: timedelta, batch_size: int = 5000) -> int:
+    """Delete Idempotency-Key records past their retention, a batch at a time."""
+    cutoff = timezone.now() - older_than
+    deleted = 0
+    while True:
+        ids = list(
+            IdempotencyRecord.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :batch_size
+            ]
+        )
+        if not ids:
+            return deleted
+        IdempotencyRecord.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)

@@ -61,6 +61,9 @@ class Job(models.Model):
     queue = models.CharField(max_length=64)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField()
+    retry_backoff_seconds = models.FloatField(
+        null=True, blank=True, help_text="Backoff base for this job; empty means the type's."
+    )
     timeout_seconds = models.PositiveIntegerField()
     # NULL, not "": the API's null, and what the partial unique constraint below skips.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -109,11 +112,11 @@ class Job(models.Model):
                 name="job_finished",
                 condition=Q(status__in=["succeeded", "failed", "canceled"]),
             ),
-        ]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["client", "idempotency_key"],
-                name="job_client_idempotency_key",
+            # Admin search by idempotency key. (Uniqueness of keys is IdempotencyRecord's job: a
+            # batch's jobs share their request's key.)
+            models.Index(
+                fields=["idempotency_key"],
+                name="job_idempotency_key",
                 condition=Q(idempotency_key__isnull=False),
             ),
         ]
@@ -143,3 +146,27 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+class IdempotencyRecord(models.Model):
+    """The stored outcome of a POST made with an ``Idempotency-Key`` (API.md, "Idempotency").
+
+    One per (client, key): a replay answers with exactly this status and body. Written in the
+    same transaction as the jobs it created, so a record exists if and only if they do.
+    """
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    response = models.BinaryField()
+    location = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_client_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.key}"

@@ -38,6 +38,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "queue": job.queue,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
+        "retry_backoff_seconds": job.retry_backoff_seconds,
         "timeout_seconds": job.timeout_seconds,
         "idempotency_key": job.idempotency_key,
         "webhook_url": job.webhook_url,

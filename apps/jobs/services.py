@@ -15,21 +15,23 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.errors import InvalidState, ValidationFailed
+from apps.core.errors import InvalidState, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.models import (
+    ACTIVE_STATUSES,
     WAITING_STATUSES,
     Job,
     JobStatus,
 )
-from apps.jobs.registry import JobType, get_job_type
+from apps.jobs.registry import get_job_type
 from apps.jobs.submission import Submission, parse_submission
 from apps.jobs.transitions import Expr, change_job
 
@@ -86,6 +88,7 @@ def job_build(
         priority=submission.priority,
         queue=submission.job_type.queue,
         max_attempts=submission.max_attempts,
+        retry_backoff_seconds=submission.retry_backoff_seconds,
         timeout_seconds=submission.timeout_seconds,
         idempotency_key=idempotency_key,
         webhook_url=submission.webhook_url,
@@ -96,6 +99,31 @@ def job_build(
         enqueued_at=created_at if status == JobStatus.QUEUED else None,
         request_id=request_id,
     )
+
+
+def check_quota(*, client: ApiClient, adding: int) -> None:
+    """QuotaExceeded unless ``client`` may have ``adding`` more active (non-terminal) jobs.
+
+    The count stops at the limit (``LIMIT`` on the client/status index), so the check costs
+    the same for a client far below its quota as for one at it. Concurrent submissions can
+    overshoot by a few jobs; the quota is a brake, not an accounting ledger.
+    """
+    if client.unlimited:
+        return
+    limit = client.max_active_jobs or settings.DEFAULT_MAX_ACTIVE_JOBS
+    active = (
+        Job.objects.using("default")
+        .filter(client_id=client.pk, status__in=ACTIVE_STATUSES)
+        .order_by()
+        .values("pk")[:limit]
+        .count()
+    )
+    if active + adding > limit:
+        raise QuotaExceeded(
+            f"{active} active jobs; this client may have at most {limit} at once.",
+            details={"active_jobs": active, "max_active_jobs": limit},
+            retry_after=settings.QUOTA_RETRY_AFTER_SECONDS,
+        )
 
 
 def job_submit(
@@ -111,6 +139,7 @@ def job_submit(
     written then.
     """
     submission = parse_submission(data, now=timezone.now())
+    check_quota(client=client, adding=1)
     job = job_build(
         client=client,
         submission=submission,
@@ -133,6 +162,7 @@ def job_submit_batch(
     client: ApiClient,
     data: Any,
     request_id: str = "",
+    idempotency_key: str | None = None,
 ) -> list[Job]:
     """Validate and store up to 1 000 jobs at once: all of them, or none (ValidationFailed
     lists every problem as ``jobs.<index>.<field>``). One INSERT per 500 jobs, events and
@@ -161,7 +191,13 @@ def job_submit_batch(
         raise ValidationFailed(
             "Some jobs of the batch are not valid; none was stored.", details=errors
         )
-    jobs = [job_build(client=client, submission=s, request_id=request_id) for s in submissions]
+    check_quota(client=client, adding=len(submissions))
+    jobs = [
+        job_build(
+            client=client, submission=s, request_id=request_id, idempotency_key=idempotency_key
+        )
+        for s in submissions
+    ]
     with transaction.atomic():
         insert_jobs(jobs)
     return jobs
@@ -212,7 +248,7 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
     raise InvalidState("The job is changing too fast to cancel; try again.")
 
 
-def job_retry(*, job: Job) -> Job:
+def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
     """Run a failed or canceled job again: status ``queued``, attempts and outcome reset."""
     for _ in range(_CAS_ATTEMPTS):
         status = job.status
@@ -221,6 +257,7 @@ def job_retry(*, job: Job) -> Job:
                 f"The job is {status}; only a failed or canceled job can be retried.",
                 details={"status": status},
             )
+        check_quota(client=client or ApiClient.objects.get(pk=job.client_id), adding=1)
         now = timezone.now()
         with transaction.atomic():
             updated = _transition(
@@ -310,9 +347,14 @@ def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
     )
 
 
-def retry_delay(job_type: JobType | None, attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempt-1)))."""
-    base = job_type.retry_backoff_seconds if job_type else 2.0
+def retry_delay(job: Job, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempt-1))).
+
+    The base is the job's own (submitted within its type's limits) or its type's; the cap is
+    the type's. Full jitter spreads the retries of many jobs that failed together.
+    """
+    job_type = get_job_type(job.type)
+    base = job.retry_backoff_seconds or (job_type.retry_backoff_seconds if job_type else 2.0)
     cap = job_type.retry_backoff_max_seconds if job_type else 600.0
     return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
 
@@ -330,7 +372,7 @@ def job_fail(
         if job.cancel_requested:
             target, changes = JobStatus.CANCELED, {"finished_at": now}
         elif retryable and job.attempts < job.max_attempts:
-            delay = retry_delay(get_job_type(job.type), job.attempts)
+            delay = retry_delay(job, job.attempts)
             target = JobStatus.RETRYING
             changes = {"run_at": now + timedelta(seconds=delay), "finished_at": None}
         else:

@@ -30,6 +30,7 @@ SUBMISSION_FIELDS = frozenset(
         "delay_seconds",
         "max_attempts",
         "timeout_seconds",
+        "retry_backoff_seconds",
         "webhook_url",
         "webhook_events",
         "metadata",
@@ -49,6 +50,7 @@ class Submission:
     run_at: datetime | None
     max_attempts: int
     timeout_seconds: int
+    retry_backoff_seconds: float | None
     webhook_url: str | None
     webhook_events: list[str]
     metadata: dict[str, str]
@@ -166,6 +168,13 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         timeout_seconds = _bounded_int(
             data, "timeout_seconds", 1, job_type.max_timeout_seconds, errors
         )
+        backoff = data.get("retry_backoff_seconds")
+        if backoff is not None and (
+            not _is_number(backoff) or not 0.1 <= backoff <= job_type.retry_backoff_max_seconds
+        ):
+            errors["retry_backoff_seconds"] = [
+                f"Must be a number from 0.1 to {job_type.retry_backoff_max_seconds}."
+            ]
         raw_input = data.get("input", {})
         try:
             validated_input = job_type.validate_input(
@@ -189,6 +198,7 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         run_at=run_at,
         max_attempts=max_attempts or job_type.max_attempts,
         timeout_seconds=timeout_seconds or job_type.timeout_seconds,
+        retry_backoff_seconds=data.get("retry_backoff_seconds"),
         webhook_url=webhook_url,
         webhook_events=webhook_events,
         metadata=metadata,

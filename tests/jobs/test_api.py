@@ -27,6 +27,7 @@ JOB_FIELDS = {
     "queue",
     "attempts",
     "max_attempts",
+    "retry_backoff_seconds",
     "timeout_seconds",
     "idempotency_key",
     "webhook_url",
@@ -293,7 +294,16 @@ def test_list_pagination_is_stable_under_concurrent_inserts(tenant: Tenant) -> N
 
 def test_submit_query_count_is_bounded(tenant: Tenant, max_statements: Any) -> None:
     tenant.get("/api/v1/jobs")  # warm the key cache
-    with max_statements(1):  # INSERT job and its event: one statement
+    with max_statements(2):  # the bounded quota count; INSERT job + event + wake-up
+        assert tenant.submit().status_code == 202
+
+
+def test_an_unlimited_clients_submission_is_one_statement(
+    make_tenant: Any, max_statements: Any
+) -> None:
+    tenant = make_tenant(unlimited=True)
+    tenant.get("/api/v1/jobs")
+    with max_statements(1):
         assert tenant.submit().status_code == 202
 
 

@@ -35,6 +35,9 @@ class JobDoc(serializers.Serializer):
     queue = serializers.CharField(help_text="The worker pool that runs it.")
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
+    retry_backoff_seconds = serializers.FloatField(
+        allow_null=True, help_text="Backoff base for retries; null means the type's default."
+    )
     timeout_seconds = serializers.IntegerField()
     idempotency_key = serializers.CharField(allow_null=True)
     webhook_url = serializers.URLField(allow_null=True)
@@ -62,6 +65,12 @@ class JobSubmitDoc(serializers.Serializer):
     )
     timeout_seconds = serializers.IntegerField(
         required=False, min_value=1, help_text="Capped by the type's max_timeout_seconds."
+    )
+    retry_backoff_seconds = serializers.FloatField(
+        required=False,
+        min_value=0.1,
+        help_text="Base of the exponential backoff between attempts (full jitter), at most the "
+        "type's retry_backoff_max_seconds.",
     )
     webhook_url = serializers.URLField(required=False)
     webhook_events = serializers.ListField(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
-from apps.jobs import selectors, services
+from apps.jobs import idempotency, selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
     JobBatchSubmitDoc,
@@ -28,6 +29,7 @@ from apps.jobs.api.serializers import (
     JobSubmitDoc,
     JobTypeListDoc,
 )
+from apps.jobs.idempotency import StoredResponse
 from apps.jobs.models import JobStatus
 from apps.jobs.registry import all_job_types
 from apps.jobs.representation import job_etag, job_location, job_to_dict
@@ -73,6 +75,31 @@ def _job_response(job: Any, status: int = 200, **headers: str) -> HttpResponse:
         content_type="application/json",
         headers={"ETag": job_etag(job), "Cache-Control": JOB_CACHE_CONTROL, **headers},
     )
+
+
+def _idempotent(
+    request: Request,
+    client: ApiClient,
+    data: Any,
+    submit: Callable[..., StoredResponse],
+) -> HttpResponse:
+    """Run ``submit`` once per Idempotency-Key (when the header is sent) and answer with its
+    stored response; replays carry ``Idempotent-Replayed: true``."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        response = submit()
+    else:
+        key = idempotency.validate_key(key)
+        fingerprint = idempotency.request_hash(request.method or "POST", request.path, data)
+        response = idempotency.run_once(
+            client=client, key=key, fingerprint=fingerprint, produce=lambda: submit(key)
+        )
+    http = HttpResponse(response.body, status=response.status, content_type="application/json")
+    if response.location:
+        http["Location"] = response.location
+    if response.replayed:
+        http["Idempotent-Replayed"] = "true"
+    return http
 
 
 # --- Query parsing for the list ---------------------------------------------------------------
@@ -190,12 +217,15 @@ class JobCollectionView(ConveyorAPIView):
         responses={202: JobDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
     )
     def post(self, request: Request) -> HttpResponse:
-        job = services.job_submit(
-            client=_client(request),
-            data=request.data,
-            request_id=_request_id(request),
-        )
-        return _job_response(job, 202, Location=job_location(job))
+        client, data = _client(request), request.data
+
+        def submit(key: str | None = None) -> StoredResponse:
+            job = services.job_submit(
+                client=client, data=data, request_id=_request_id(request), idempotency_key=key
+            )
+            return StoredResponse(202, orjson.dumps(job_to_dict(job)), job_location(job))
+
+        return _idempotent(request, client, data, submit)
 
 
 class JobBatchView(ConveyorAPIView):
@@ -207,14 +237,15 @@ class JobBatchView(ConveyorAPIView):
         responses={202: JobBatchDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
     )
     def post(self, request: Request) -> HttpResponse:
-        jobs = services.job_submit_batch(
-            client=_client(request), data=request.data, request_id=_request_id(request)
-        )
-        return HttpResponse(
-            orjson.dumps({"jobs": [job_to_dict(job) for job in jobs]}),
-            status=202,
-            content_type="application/json",
-        )
+        client, data = _client(request), request.data
+
+        def submit(key: str | None = None) -> StoredResponse:
+            jobs = services.job_submit_batch(
+                client=client, data=data, request_id=_request_id(request), idempotency_key=key
+            )
+            return StoredResponse(202, orjson.dumps({"jobs": [job_to_dict(job) for job in jobs]}))
+
+        return _idempotent(request, client, data, submit)
 
 
 class JobStatusAuthentication(ApiKeyAuthentication):
@@ -288,7 +319,7 @@ class JobRetryView(ConveyorAPIView):
     )
     def post(self, request: Request, job_id: str) -> HttpResponse:
         job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
-        job = services.job_retry(job=job)
+        job = services.job_retry(job=job, client=_client(request))
         return _job_response(job, 202, Location=job_location(job))
 
 
