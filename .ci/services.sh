@@ -18,6 +18,13 @@ if [[ -z "${DATABASE_URL:-}" ]] && ! pg_answers; then
   fi
 fi
 
+rabbit_answers() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if [[ "${WITH_RABBITMQ:-1}" == 1 ]] && ! rabbit_answers && command -v rabbitmq-server >/dev/null; then
+  echo "starting RabbitMQ"
+  rabbitmq-server -detached || true
+  for _ in $(seq 1 100); do rabbit_answers && break; sleep 0.3; done
+fi
+
 if [[ -z "${REDIS_URL:-}" ]] && ! redis_answers; then
   if command -v redis-server >/dev/null; then
     echo "starting Redis"

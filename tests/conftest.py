@@ -73,13 +73,29 @@ def _clean_cache() -> Iterator[None]:
     return
 
 
+TEST_QUEUES = ("default", "heavy", "maintenance", "webhooks")
+
+
 def empty_test_broker() -> None:
-    """Drop every message in this test process's own broker (its own Redis database)."""
+    """Drop every message in this test process's own broker: its own Redis database, or the
+    queues Conveyor uses on RabbitMQ."""
     import redis
     from django.conf import settings
 
     if settings.BROKER_SCHEME in {"redis", "rediss"}:
         redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+        return
+    from celery import current_app
+
+    with current_app.connection_for_write() as connection:
+        for queue in TEST_QUEUES:
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: S110 - a queue nobody declared yet holds nothing
+                pass
+            finally:
+                channel.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -175,3 +191,32 @@ def wakeups(transactional_db: None) -> Iterator[WakeupListener]:
     listener = WakeupListener()
     yield listener
     listener.conn.close()
+
+
+def delete_broker_queue(name: str) -> None:
+    from celery import current_app
+
+    with current_app.connection_for_write() as connection:
+        channel = connection.channel()
+        try:
+            channel.queue_delete(name)
+        except Exception:  # noqa: S110 - never declared: nothing to delete
+            pass
+        finally:
+            channel.close()
+
+
+@pytest.fixture
+def fresh_queue() -> Iterator[Callable[[], str]]:
+    """Unique broker queue names for a test, deleted afterwards (RabbitMQ keeps queues)."""
+    import uuid
+
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"test-{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        delete_broker_queue(name)

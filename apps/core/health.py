@@ -40,9 +40,13 @@ def _cache() -> None:
 
 
 def _broker() -> None:
-    from celery import current_app
+    from kombu import Connection
 
-    with current_app.connection_for_read() as connection:
+    with Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=CHECK_TIMEOUT,
+    ) as connection:
         connection.ensure_connection(max_retries=1, timeout=int(CHECK_TIMEOUT))
         connection.default_channel  # noqa: B018 - opening a channel is the check
 

@@ -19,14 +19,8 @@ def test_readyz_reports_each_backing_service(anonymous: Any) -> None:
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(anonymous: Any, settings: Any) -> None:
-    from celery import current_app
-
-    original = current_app.conf.broker_url
-    current_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    try:
-        response = anonymous.get("/readyz")
-    finally:
-        current_app.conf.broker_url = original
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = anonymous.get("/readyz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
