@@ -266,6 +266,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# The Procfile maps SIGTERM to Celery's cold shutdown (REMAP_SIGTERM=SIGQUIT), which first waits
+# this long for running tasks (a wake-up task ends within WORKER_DRAIN_SECONDS plus one job):
+# keep it under the platform's kill timeout. A job still running after it is taken back by the
+# maintenance loop.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=25.0)
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = BROKER_SCHEME != "filesystem"
 
 # --- Conveyor -------------------------------------------------------------------------------

@@ -109,3 +109,28 @@ def test_cancel_racing_the_worker_never_both_cancels_and_runs(
             assert cancel.status_code in {202, 409}
             assert "running" in statuses
             assert statuses.count("canceled") <= 1
+
+
+def test_job_types_run_on_their_own_pool(
+    transactional_db: None, tenant: Tenant, tmp_path: Any
+) -> None:
+    from tests.support.processes import start_worker
+
+    default_pool = start_worker(tmp_path, name="default-pool", queues="default")
+    try:
+        job_id = tenant.submit(type="diagnostics.checksum", input={"size_mib": 2}).json()["id"]
+        assert tenant.get(f"/api/v1/jobs/{job_id}").json()["queue"] == "heavy"
+        echo_id = tenant.submit().json()["id"]
+        poll_until(tenant, echo_id, TERMINAL)
+        # The default pool ran the echo and left the heavy job alone.
+        assert Job.objects.get(pk=job_id).status == JobStatus.QUEUED
+        heavy_pool = start_worker(tmp_path, name="heavy-pool", queues="heavy", relay=False)
+        try:
+            job = poll_until(tenant, job_id, TERMINAL)
+        finally:
+            heavy_pool.stop()
+    finally:
+        default_pool.stop()
+    assert job["status"] == "succeeded"
+    assert job["result"]["mib"] == 2
+    assert Job.objects.get(pk=job_id).worker.startswith("heavy-pool")

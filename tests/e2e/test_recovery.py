@@ -216,11 +216,12 @@ def test_a_high_priority_job_overtakes_10000_queued_low_ones(
     assert overtaken == 0
 
 
-def test_a_warm_shutdown_finishes_or_returns_every_job(
-    tmp_path: Path, client: ApiClient, scheduler: ManagedProcess
+@pytest.mark.parametrize("remap", ["", "SIGQUIT"], ids=["warm", "procfile-remap"])
+def test_sigterm_finishes_or_returns_every_job(
+    tmp_path: Path, client: ApiClient, scheduler: ManagedProcess, remap: str
 ) -> None:
     jobs = [submit(client, sleep_seconds=0.5) for _ in range(12)]
-    worker = start_worker(tmp_path, name="leaving", relay=False)
+    worker = start_worker(tmp_path, name="leaving", relay=False, REMAP_SIGTERM=remap)
     wait_for(lambda: Job.objects.filter(status=JobStatus.RUNNING).exists(), timeout=20)
     worker.signal(signal.SIGTERM)
     worker.proc.wait(30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -72,3 +73,31 @@ def echo(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
     elif total:
         _sleep(ctx, total)
     return {"message": input["message"], "attempt": ctx.attempt}
+
+
+class ChecksumInput(serializers.Serializer):
+    size_mib = serializers.IntegerField(
+        min_value=1, max_value=1024, default=16, help_text="How much data to hash."
+    )
+    rounds = serializers.IntegerField(min_value=1, max_value=100, default=1)
+
+
+@job_type(
+    "diagnostics.checksum",
+    input=ChecksumInput,
+    queue="heavy",
+    timeout_seconds=120,
+    max_timeout_seconds=1800,
+)
+def checksum(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Hash pseudo-random data (CPU-bound work for the heavy pool): SHA-256 of size_mib MiB."""
+    digest = hashlib.sha256()
+    block = b"conveyor" * (128 * 1024)  # 1 MiB
+    total = input["size_mib"] * input["rounds"]
+    for done in range(1, total + 1):
+        digest.update(block)
+        if done % 16 == 0:
+            if ctx.cancel_requested():
+                raise JobCanceled()
+            ctx.report_progress(round(100 * done / total), f"{done} MiB hashed")
+    return {"sha256": digest.hexdigest(), "mib": total}
