@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.clients",
     "apps.jobs",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -317,8 +318,21 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 API_KEY_LOCAL_SECONDS = env.float("API_KEY_LOCAL_SECONDS", default=2.0)
 JOB_CACHE_SECONDS = env.int("JOB_CACHE_SECONDS", default=300)
 BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
+# Webhooks (API.md, "Webhooks"; apps/webhooks/).
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_RETRY_HOURS = env.float("WEBHOOK_RETRY_HOURS", default=24.0)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=5.0)
+WEBHOOK_RETRY_MAX_DELAY_SECONDS = env.float("WEBHOOK_RETRY_MAX_DELAY_SECONDS", default=3 * 3600.0)
+WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("WEBHOOK_RESPONSE_EXCERPT_BYTES", default=1024)
+WEBHOOK_SECRET_OVERLAP_HOURS = env.float("WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
+
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not IS_PRODUCTION
+)
+# Production webhooks go to https only, unless private networks are allowed, which marks a
+# development or test deployment (a receiver on loopback speaks plain http).
+WEBHOOK_REQUIRE_HTTPS = env.bool(
+    "WEBHOOK_REQUIRE_HTTPS", default=IS_PRODUCTION and not WEBHOOK_ALLOW_PRIVATE_NETWORKS
 )
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
@@ -329,6 +343,11 @@ _MAINTENANCE = {"queue": "maintenance"}
 CELERY_BEAT_SCHEDULE = {
     "promote-due": {
         "task": "conveyor.maintenance.promote_due",
+        "schedule": env.float("SCHEDULER_PROMOTE_EVERY_SECONDS", default=0.5),
+        "options": {**_MAINTENANCE, "expires": 5},
+    },
+    "wake-due-deliveries": {
+        "task": "conveyor.maintenance.wake_due_deliveries",
         "schedule": env.float("SCHEDULER_PROMOTE_EVERY_SECONDS", default=0.5),
         "options": {**_MAINTENANCE, "expires": 5},
     },
@@ -392,6 +411,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},  # one line per webhook attempt is conveyor.webhooks'
         "celery": {"level": LOG_LEVEL},
     },
 }

@@ -220,3 +220,12 @@ def fresh_queue() -> Iterator[Callable[[], str]]:
     yield make
     for name in names:
         delete_broker_queue(name)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real webhook receiver on 127.0.0.1 (tests/support/receiver.py)."""
+    from tests.support.receiver import running_receiver
+
+    with running_receiver() as started:
+        yield started

@@ -392,3 +392,19 @@ def run_queue(queue: str, *, worker: str = "", task_id: str = "") -> dict[str, i
             break
     publish_wakeups({queue: 1})
     return dict(outcomes)
+
+
+def run_deliveries() -> dict[str, int]:
+    """Send due webhook deliveries until none is due or the budget is spent (then hand over)."""
+    from apps.webhooks.services import WEBHOOKS_QUEUE, delivery_attempt, delivery_claim_next
+
+    deadline = time.monotonic() + settings.WORKER_DRAIN_SECONDS
+    outcomes: Counter[str] = Counter()
+    while True:
+        delivery = delivery_claim_next()
+        if delivery is None:
+            return dict(outcomes)
+        outcomes[delivery_attempt(delivery)] += 1
+        if time.monotonic() >= deadline:
+            publish_wakeups({WEBHOOKS_QUEUE: 1})
+            return dict(outcomes)

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from apps.jobs import maintenance
 from apps.jobs.dispatch import RUN_JOBS_TASK
+from apps.webhooks import maintenance as webhook_maintenance
 from config.celery_app import app
 from workers import runtime
 
@@ -21,6 +22,13 @@ def run_jobs(self: Task, queue: str) -> dict[str, int]:
     )
 
 
+@app.task(name="conveyor.deliver_webhooks", bind=True, acks_late=True, ignore_result=True)
+def deliver_webhooks(self: Task, queue: str) -> dict[str, int]:
+    """A wake-up for the webhook pool: send due deliveries until none is left or the budget
+    is spent."""
+    return runtime.run_deliveries()
+
+
 # --- Maintenance (the scheduler process: beat + a worker on the maintenance queue) -------------
 
 
@@ -28,6 +36,12 @@ def run_jobs(self: Task, queue: str) -> dict[str, int]:
 def promote_due() -> int:
     """Queue scheduled and retrying jobs whose time has come."""
     return maintenance.jobs_promote_due()
+
+
+@app.task(name="conveyor.maintenance.wake_due_deliveries", ignore_result=True)
+def wake_due_deliveries() -> int:
+    """Wake the webhook pool when deliveries are due (retries, missed announcements)."""
+    return webhook_maintenance.deliveries_wake_due()
 
 
 @app.task(name="conveyor.maintenance.recover_stale", ignore_result=True)

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.clients.models import ApiClient, ApiKey
-from apps.clients.services import api_key_create, api_key_revoke
+from apps.clients.services import api_key_create, api_key_revoke, webhook_secret_rotate
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -31,7 +31,7 @@ class ApiClientAdmin(admin.ModelAdmin):
     fields = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
-    actions = ["create_api_key"]
+    actions = ["create_api_key", "rotate_webhook_secret"]
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiClient | None = None) -> bool:
         # A client with jobs is deactivated instead: deleting it would orphan its jobs.
@@ -47,6 +47,17 @@ class ApiClientAdmin(admin.ModelAdmin):
                 request,
                 f"Client {obj.name} created. API key (shown once, copy it now): {plain} — "
                 f"webhook secret: {obj.webhook_secret}",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Rotate the webhook secret (new one shown once; old one signs 24 h)")
+    def rotate_webhook_secret(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        for client in queryset:
+            secret = webhook_secret_rotate(client=client)
+            self.message_user(
+                request,
+                f"New webhook secret for {client.name} (shown once, copy it now): {secret}. "
+                "Webhooks are signed with both secrets for the next 24 hours.",
                 messages.SUCCESS,
             )
 

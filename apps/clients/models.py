@@ -30,6 +30,9 @@ class ApiClient(models.Model):
         help_text="Most non-terminal jobs at once; empty means the deployment default.",
     )
     webhook_secret = models.CharField(max_length=128, default=new_webhook_secret, editable=False)
+    # During a rotation the previous secret keeps signing (beside the new one) until it expires.
+    previous_webhook_secret = models.CharField(max_length=128, blank=True, editable=False)
+    previous_webhook_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from apps.clients.keys import DISPLAY_PREFIX_LENGTH, generate_api_key, hash_api_key
-from apps.clients.models import ApiClient, ApiKey
+from apps.clients.models import ApiClient, ApiKey, new_webhook_secret
 from apps.core.errors import ValidationFailed
 
 
@@ -42,3 +45,22 @@ def api_key_revoke(*, key: ApiKey) -> None:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+
+
+def webhook_secret_rotate(*, client: ApiClient) -> str:
+    """Give ``client`` a new webhook secret, returned once. For
+    ``WEBHOOK_SECRET_OVERLAP_HOURS`` (24 h) webhooks carry signatures by both the new and the
+    previous secret, so receivers can switch whenever they like within that window."""
+    client.previous_webhook_secret = client.webhook_secret
+    client.previous_webhook_secret_expires_at = timezone.now() + timedelta(
+        hours=settings.WEBHOOK_SECRET_OVERLAP_HOURS
+    )
+    client.webhook_secret = new_webhook_secret()
+    client.save(
+        update_fields=[
+            "webhook_secret",
+            "previous_webhook_secret",
+            "previous_webhook_secret_expires_at",
+        ]
+    )
+    return client.webhook_secret

@@ -35,6 +35,8 @@ from apps.jobs.models import Job
 logger = logging.getLogger(__name__)
 
 RUN_JOBS_TASK = "conveyor.run_jobs"
+# Queues whose wake-ups start another task than run_jobs.
+TASK_FOR_QUEUE = {"webhooks": "conveyor.deliver_webhooks"}
 CHANNEL = "conveyor_wakeup"
 
 
@@ -56,7 +58,7 @@ def publish_wakeups(counts: Mapping[str, int]) -> int:
             for queue, count in counts.items():
                 for _ in range(count):
                     app.send_task(
-                        RUN_JOBS_TASK,
+                        TASK_FOR_QUEUE.get(queue, RUN_JOBS_TASK),
                         args=(queue,),
                         queue=queue,
                         producer=producer,
@@ -100,7 +102,12 @@ def parse_payload(payload: str) -> Counter[str]:
 
 def publish_on_commit(jobs: Iterable[Job], *, using: str = "default") -> None:
     """Wake the pools of ``jobs`` once the current transaction commits."""
-    per_queue = Counter(job.queue for job in jobs)
+    publish_on_commit_counts(Counter(job.queue for job in jobs), using=using)
+
+
+def publish_on_commit_counts(per_queue: Mapping[str, int], *, using: str = "default") -> None:
+    """Wake ``per_queue[queue]`` workers per queue once the current transaction commits."""
+    per_queue = Counter({q: n for q, n in per_queue.items() if n})
     if not per_queue:
         return
     if uses_relay(using):

@@ -29,6 +29,8 @@ from apps.jobs.broker import queue_depths
 from apps.jobs.dispatch import publish_on_commit, publish_wakeups, wakeups_for
 from apps.jobs.models import TERMINAL_STATUSES, IdempotencyRecord, Job, JobEvent, JobStatus
 from apps.jobs.services import job_changed
+from apps.jobs.transitions import change_job
+from apps.jobs.webhook_events import EVENT_FOR_STATUS
 
 logger = logging.getLogger("conveyor.maintenance")
 
@@ -112,18 +114,16 @@ def jobs_recover_stale(
                 target, extra = JobStatus.FAILED, {"finished_at": now}
             else:
                 target, extra = JobStatus.QUEUED, {"enqueued_at": now}
-            rows = update_returning(
-                Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts),
-                status=target,
-                error=error,
-                heartbeat_at=None,
-                version=F("version") + 1,
-                **extra,
+            changed = change_job(
+                where={"id": job.pk, "status": JobStatus.RUNNING, "attempts": job.attempts},
+                changes={"status": target, "error": error, "heartbeat_at": None, **extra},
+                event=(JobStatus.RUNNING, now, {"error": error, "recovered": True}),
+                webhook_event=EVENT_FOR_STATUS.get(target),
             )
-            if rows:
-                _events(rows, JobStatus.RUNNING, now, {"error": error, "recovered": True})
+            if changed is not None:
+                job_changed.send(sender=Job, job=changed, previous=JobStatus.RUNNING)
                 if target == JobStatus.QUEUED:
-                    requeued.extend(rows)
+                    requeued.append(changed)
                 recovered += 1
                 logger.warning("recovered job %s from %s: %s", job.pk, job.worker, error["code"])
         publish_on_commit(requeued)

@@ -34,6 +34,7 @@ from apps.jobs.models import (
 from apps.jobs.registry import get_job_type
 from apps.jobs.submission import Submission, parse_submission
 from apps.jobs.transitions import Expr, change_job
+from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED
 
 # Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
 # job as the change left it. ``previous`` is the status before; it equals job.status for changes
@@ -55,11 +56,13 @@ def _transition(
     at: datetime,
     **changes: Any,
 ) -> Job | None:
-    """One status change: the conditional update and its event, announced when it happened."""
+    """One status change: the conditional update, its event and (when the job subscribes to
+    it) its webhook delivery, announced when it happened."""
     job = change_job(
         where={"id": job_id, **expected},
         changes=changes,
         event=(expected["status"], at, reason or {}),
+        webhook_event=EVENT_FOR_STATUS.get(changes.get("status", "")),
     )
     if job is not None:
         _changed(job, expected["status"])
@@ -300,6 +303,7 @@ def _claim(worker: str, task_id: str, **target: Any) -> Job | None:
             "task_id": task_id[:64],
         },
         event=(JobStatus.QUEUED, now, {"worker": worker} if worker else {}),
+        webhook_event=JOB_STARTED,
         # A claim lost in a database crash only puts the job back in the queue, where it runs
         # again: no need to wait for the WAL flush.
         async_commit=True,
@@ -421,6 +425,7 @@ def job_report_progress(*, job: Job, percent: int, message: str = "") -> bool | 
         where={"id": job.pk, **_running(job)},
         changes={"progress": progress, "heartbeat_at": timezone.now()},
         event=None,
+        webhook_event=JOB_PROGRESS,
     )
     if updated is None:
         return None

@@ -6,23 +6,35 @@ with the JobEvent row written by the same statement on PostgreSQL (a data-modify
 outside a transaction it is its own transaction: one round trip per transition, which is what
 lets a worker process keep up with the broker.
 
+When the change is one the job's webhook subscribes to, the same statement also writes the
+webhook delivery (the outbox row, with the job row as JSON) and notifies the relay to wake the
+webhook pool: no subscribed change can commit without its delivery, and none costs a second
+round trip.
+
 The SQL text for each shape of change is built once from the model's fields and cached; a call
-only adapts values. On SQLite, which has no data-modifying CTEs, the event is a second statement
-in the same transaction.
+only adapts values. On SQLite, which has no data-modifying CTEs, the event and the delivery are
+further statements in the same transaction.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from django.db import connections, transaction
 from django.db.models.sql import Query
+from django.utils import timezone
 
 from apps.jobs.models import Job, JobEvent
+from apps.jobs.webhook_events import JOB_PROGRESS
 
 __all__ = ["Expr", "change_job"]
+
+
+PROGRESS_EVERY = timedelta(seconds=1)
 
 
 class Expr(str):
@@ -51,6 +63,33 @@ def _columns() -> str:
     return ", ".join(quote(str(f.column)) for f in _fields())
 
 
+# The outbox row for a subscribed change. ``to_jsonb(t)`` is the job row as the change left it;
+# the webhook-id is derived from the job and its version, so it is unique per event and the
+# same on every retry.
+_DELIVERY_COLUMNS = (
+    "job_id, client_id, event_type, sequence, webhook_id, url, job_snapshot, request_id, "
+    "status, attempts, next_attempt_at, created_at, last_error"
+)
+_INSERT_DELIVERY = (
+    "INSERT INTO {table} ({columns}) "
+    'SELECT t."id", t."client_id", %(h_event)s::text, t."version", '
+    "'msg_' || replace(t.\"id\"::text, '-', '') || '_' || t.\"version\", t.\"webhook_url\", "
+    "to_jsonb(t), t.\"request_id\", 'pending', 0, %(h_at)s, %(h_at)s, '' FROM t "
+    'WHERE t."webhook_url" IS NOT NULL AND jsonb_exists(t."webhook_events", %(h_event)s::text)'
+)
+# Progress events are throttled to one per second per job.
+_PROGRESS_THROTTLE = (
+    ' AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p."job_id" = t."id" '
+    'AND p."event_type" = \'job.progress\' AND p."created_at" > %(h_since)s)'
+)
+
+
+def _delivery_table() -> str:
+    from apps.webhooks.models import WebhookDelivery
+
+    return connections["default"].ops.quote_name(WebhookDelivery._meta.db_table)
+
+
 @cache
 def _statements(
     vendor: str,
@@ -60,6 +99,8 @@ def _statements(
     bump_version: bool,
     event: bool,
     async_commit: bool,
+    webhook: bool,
+    progress: bool,
 ) -> tuple[str, str | None]:
     """(statement, separate event statement or None) for one shape of change."""
     quote = connections["default"].ops.quote_name
@@ -95,8 +136,20 @@ def _statements(
             f", e AS (INSERT INTO {event_table} ({event_columns}) "
             'SELECT "id", %(e_from)s, "status", "attempts", %(e_at)s, %(e_details)s FROM t)'
         )
+    tail = ""
+    if webhook:
+        deliveries = _delivery_table()
+        insert = _INSERT_DELIVERY.format(table=deliveries, columns=_DELIVERY_COLUMNS)
+        if progress:
+            insert += _PROGRESS_THROTTLE.format(table=deliveries)
+        statement += (
+            f", d AS ({insert} RETURNING 1), "
+            f"n AS (SELECT pg_notify('conveyor_wakeup', 'webhooks:1') FROM d LIMIT 1)"
+        )
+        tail += ", (SELECT count(*) FROM n)"
     # A transaction may choose not to wait for its WAL flush (see change_job's async_commit).
-    tail = ", set_config('synchronous_commit', 'off', true)" if async_commit else ""
+    if async_commit:
+        tail += ", set_config('synchronous_commit', 'off', true)"
     return f"{statement} SELECT {columns}{tail} FROM t", None
 
 
@@ -129,6 +182,7 @@ def change_job(
     next_in_queue: str | None = None,
     bump_version: bool = True,
     async_commit: bool = False,
+    webhook_event: str | None = None,
     using: str = "default",
 ) -> Job | None:
     """Apply ``changes`` to the job matching ``where`` (field → expected value); return the job
@@ -137,6 +191,7 @@ def change_job(
     ``event`` is ``(from_status, at, details)`` for the JobEvent row (its ``to_status`` and
     ``attempt`` come from the changed row). ``next_in_queue`` adds "and it is the next queued
     job of this queue" (highest priority, then oldest, skipping rows other workers hold).
+    ``webhook_event`` writes the webhook delivery for that event type when the job subscribes.
     ``async_commit`` lets a standalone transition skip waiting for its WAL flush: for a change
     whose loss in a database crash is repaired anyway (a lost claim puts the job back in the
     queue, where it runs again).
@@ -152,6 +207,8 @@ def change_job(
         bump_version,
         event is not None,
         async_commit,
+        webhook_event is not None,
+        webhook_event == JOB_PROGRESS,
     )
     for name, value in changes.items():
         if isinstance(value, Expr):
@@ -164,6 +221,13 @@ def change_job(
     for name, value in changes.items():
         if not isinstance(value, Expr):
             params[f"s_{name}"] = _field(name).get_db_prep_save(value, connection)
+    at_field = JobEvent._meta.get_field("at")
+    if webhook_event is not None:
+        when = event[1] if event is not None else timezone.now()
+        params["h_event"] = webhook_event
+        params["h_at"] = at_field.get_db_prep_save(when, connection)
+        if webhook_event == JOB_PROGRESS:
+            params["h_since"] = at_field.get_db_prep_save(when - PROGRESS_EVERY, connection)
     if event is not None:
         from_status, at, details = event
         params["e_from"] = from_status
@@ -171,7 +235,7 @@ def change_job(
         params["e_details"] = JobEvent._meta.get_field("details").get_db_prep_save(
             details or {}, connection
         )
-    if event_statement is None:
+    if vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(statement, params)
             jobs = _to_jobs(cursor.fetchall(), using)
@@ -182,10 +246,55 @@ def change_job(
         if not jobs:
             return None
         job = jobs[0]
-        params.update(
-            e_job=_field("id").get_db_prep_save(job.pk, connection),
-            e_to=job.status,
-            e_attempt=job.attempts,
-        )
-        cursor.execute(event_statement, params)
+        if event_statement is not None:
+            params.update(
+                e_job=_field("id").get_db_prep_save(job.pk, connection),
+                e_to=job.status,
+                e_attempt=job.attempts,
+            )
+            cursor.execute(event_statement, params)
+        if webhook_event is not None:
+            _write_delivery_in_python(job, webhook_event, event[1] if event else timezone.now())
     return job
+
+
+def _write_delivery_in_python(job: Job, event_type: str, at: Any) -> None:
+    """The outbox row on databases without data-modifying CTEs (SQLite, in development)."""
+    from apps.jobs.dispatch import publish_on_commit_counts
+    from apps.webhooks.models import WebhookDelivery
+
+    if not job.webhook_url or event_type not in (job.webhook_events or []):
+        return
+    if (
+        event_type == JOB_PROGRESS
+        and WebhookDelivery.objects.filter(
+            job_id=job.pk, event_type=JOB_PROGRESS, created_at__gt=at - PROGRESS_EVERY
+        ).exists()
+    ):
+        return
+    WebhookDelivery.objects.create(
+        job_id=job.pk,
+        client_id=job.client_id,
+        event_type=event_type,
+        sequence=job.version,
+        webhook_id=f"msg_{job.pk.hex}_{job.version}",
+        url=job.webhook_url,
+        job_snapshot=job_snapshot(job),
+        request_id=job.request_id,
+        next_attempt_at=at,
+        created_at=at,
+    )
+    publish_on_commit_counts({"webhooks": 1})
+
+
+def job_snapshot(job: Job) -> dict[str, Any]:
+    """The job row as JSON, the way PostgreSQL's to_jsonb() writes it."""
+    snapshot: dict[str, Any] = {}
+    for field in _fields():
+        value = getattr(job, field.attname)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        snapshot[field.column] = value
+    return snapshot

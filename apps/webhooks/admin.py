@@ -1,0 +1,60 @@
+"""Admin for webhook deliveries: filter, inspect every attempt, redeliver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.webhooks.models import WebhookAttempt, WebhookDelivery
+from apps.webhooks.services import delivery_redeliver
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ("at", "status_code", "latency_ms", "outcome", "error", "response_excerpt")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "webhook_id",
+        "event_type",
+        "status",
+        "client_id",
+        "job",
+        "attempts",
+        "last_status_code",
+        "created_at",
+        "next_attempt_at",
+    )
+    list_filter = ("status", "event_type", "client_id")
+    search_fields = ("=webhook_id", "=url")
+    show_full_result_count = False
+    ordering = ("-id",)
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    raw_id_fields = ("job",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.method in {"GET", "HEAD"} and super().has_change_permission(request, obj)
+
+    @admin.action(description="Redeliver the selected deliveries now (same webhook-id)")
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = 0
+        for delivery in queryset[:1000]:
+            delivery_redeliver(delivery=delivery)
+            count += 1
+        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)

@@ -1,0 +1,28 @@
+"""Waking the webhook pool when deliveries fall due (retries) or were never announced."""
+
+from __future__ import annotations
+
+from apps.jobs.broker import queue_depths
+from apps.jobs.dispatch import publish_wakeups, wakeups_for
+from apps.webhooks.models import DeliveryStatus, WebhookDelivery
+from apps.webhooks.services import WEBHOOKS_QUEUE
+
+
+def deliveries_wake_due(*, limit: int = 1000) -> int:
+    """Publish wake-ups when deliveries are due and the broker holds none for the pool.
+
+    Covers retries coming due, a relay that was down when a delivery was written, and lost
+    messages; while the pool is busy draining, its own hand-over wake-ups keep it going.
+    """
+    from django.utils import timezone
+
+    due = (
+        WebhookDelivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now()
+        )
+        .values("pk")[:limit]
+        .count()
+    )
+    if not due or queue_depths([WEBHOOKS_QUEUE]).get(WEBHOOKS_QUEUE) != 0:
+        return 0
+    return publish_wakeups({WEBHOOKS_QUEUE: wakeups_for(due)})

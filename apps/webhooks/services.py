@@ -1,0 +1,198 @@
+"""Delivering webhooks: claim a due delivery, send it signed, record the attempt.
+
+Deliveries are a queue in the database, drained by the ``webhooks`` worker pool the same way
+jobs are (a broker message only wakes a worker; see apps/jobs/dispatch.py). A claim pushes the
+delivery's ``next_attempt_at`` one lease into the future instead of locking it, so a worker that
+dies mid-send simply lets the lease run out and another worker sends it again, with the same
+``webhook-id`` (receivers deduplicate on it).
+
+Outcomes (API.md, "Webhooks"): a 2xx within the timeout is delivered; 410 stops that event;
+anything else — 429, 5xx, other 4xx, a redirect, a timeout, a refused connection — is retried
+with exponential backoff and jitter (``Retry-After`` honoured) until ``WEBHOOK_RETRY_HOURS``
+after the event, then the delivery is failed. Every attempt is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.clients.models import ApiClient
+from apps.jobs.models import Job
+from apps.jobs.representation import job_to_dict, rfc3339
+from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
+from apps.webhooks import signing, transport
+from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+
+logger = logging.getLogger("conveyor.webhooks")
+
+
+def job_from_snapshot(snapshot: dict[str, Any]) -> Job:
+    """The job as a delivery's snapshot (the row as JSON) recorded it."""
+    values: dict[str, Any] = {}
+    for field in Job._meta.concrete_fields:
+        if field.column in snapshot:
+            raw = snapshot[field.column]
+            values[field.attname] = (
+                raw if field.get_internal_type() == "JSONField" else (field.to_python(raw))
+            )
+    return Job(**values)
+
+
+def render(delivery: WebhookDelivery) -> bytes:
+    """The request body; the same bytes on every attempt (the signature covers them)."""
+    return orjson.dumps(
+        {
+            "type": delivery.event_type,
+            "timestamp": rfc3339(delivery.created_at),
+            "data": job_to_dict(job_from_snapshot(delivery.job_snapshot)),
+        }
+    )
+
+
+def signing_secrets(client_id: int, now: datetime) -> list[str]:
+    """The client's current secret, and its previous one during a rotation window."""
+    client = ApiClient.objects.only(
+        "webhook_secret", "previous_webhook_secret", "previous_webhook_secret_expires_at"
+    ).get(pk=client_id)
+    secrets = [client.webhook_secret]
+    expires = client.previous_webhook_secret_expires_at
+    if client.previous_webhook_secret and expires is not None and expires > now:
+        secrets.append(client.previous_webhook_secret)
+    return secrets
+
+
+def retry_delay(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with equal jitter, capped; never sooner than Retry-After."""
+    base, cap = settings.WEBHOOK_RETRY_BASE_SECONDS, settings.WEBHOOK_RETRY_MAX_DELAY_SECONDS
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | None:
+    """Lease the most overdue pending delivery to this worker (None when nothing is due)."""
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 20)
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "id")
+            .first()
+        )
+        if delivery is None:
+            return None
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=lease, attempts=F("attempts") + 1
+        )
+    delivery.attempts += 1
+    delivery.next_attempt_at = lease
+    return delivery
+
+
+def _overtaken(delivery: WebhookDelivery) -> bool:
+    """A progress event is never sent after the job's terminal event: skip stale progress."""
+    if delivery.event_type != JOB_PROGRESS:
+        return False
+    return WebhookDelivery.objects.filter(
+        job_id=delivery.job_id,
+        sequence__gt=delivery.sequence,
+        event_type__in=TERMINAL_WEBHOOK_EVENTS,
+    ).exists()
+
+
+def delivery_attempt(delivery: WebhookDelivery) -> str:
+    """Send a claimed delivery once and record the outcome. Returns the delivery's status."""
+    now = timezone.now()
+    if _overtaken(delivery):
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.SKIPPED, last_error="overtaken by the job's terminal event"
+        )
+        return DeliveryStatus.SKIPPED
+    body = render(delivery)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(
+            signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
+        ),
+    }
+    if delivery.request_id:
+        headers["X-Request-ID"] = delivery.request_id
+    answer = transport.post(delivery.url, body, headers)
+    status_code = answer.status_code
+    update: dict[str, Any] = {"last_status_code": status_code, "last_error": answer.error}
+    outcome: str
+    if status_code is not None and 200 <= status_code < 300:
+        outcome = DeliveryStatus.DELIVERED
+        update.update(status=outcome, delivered_at=timezone.now())
+    elif status_code == 410:
+        outcome = DeliveryStatus.GONE
+        update.update(status=outcome)
+    else:
+        delay = retry_delay(delivery.attempts, answer.retry_after)
+        next_attempt = timezone.now() + timedelta(seconds=delay)
+        window_end = delivery.created_at + timedelta(hours=settings.WEBHOOK_RETRY_HOURS)
+        if next_attempt > window_end:
+            outcome = DeliveryStatus.FAILED
+            update.update(status=outcome)
+        else:
+            outcome = "retry"
+            update.update(next_attempt_at=next_attempt)
+        if not answer.error:
+            update["last_error"] = f"HTTP {status_code}"
+    with transaction.atomic():
+        WebhookAttempt.objects.create(
+            delivery_id=delivery.pk,
+            at=now,
+            status_code=status_code,
+            latency_ms=answer.latency_ms,
+            outcome=outcome,
+            error=answer.error[:500],
+            response_excerpt=answer.excerpt,
+        )
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(**update)
+    log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
+    log(
+        "webhook %s %s to %s: %s (%s, %.0f ms)",
+        delivery.webhook_id,
+        delivery.event_type,
+        delivery.url,
+        outcome,
+        status_code or answer.error,
+        answer.latency_ms,
+    )
+    return str(update.get("status", DeliveryStatus.PENDING))
+
+
+def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
+    """Send a delivery again now (admin), with the same webhook-id, whatever its status."""
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.PENDING, next_attempt_at=timezone.now()
+    )
+    from apps.jobs.dispatch import publish_wakeups
+
+    transaction.on_commit(lambda: publish_wakeups({WEBHOOKS_QUEUE: 1}))
+
+
+def due_deliveries_exist(now: datetime | None = None) -> bool:
+    return WebhookDelivery.objects.filter(
+        Q(status=DeliveryStatus.PENDING) & Q(next_attempt_at__lte=now or timezone.now())
+    ).exists()
+
+
+WEBHOOKS_QUEUE = "webhooks"
