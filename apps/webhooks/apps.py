@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -5,3 +7,15 @@ class WebhooksConfig(AppConfig):
     name = "apps.webhooks"
     label = "webhooks"
     verbose_name = "Webhooks"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from apps.clients.models import ApiClient
+
+        def forget_secrets(sender: Any, instance: ApiClient, **kwargs: Any) -> None:
+            from apps.webhooks.services import forget_secrets
+
+            forget_secrets(instance.pk)
+
+        post_save.connect(forget_secrets, sender=ApiClient, dispatch_uid="webhooks.secrets")

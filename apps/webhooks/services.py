@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
+from apps.core.db import update_returning
 from apps.jobs.models import Job
 from apps.jobs.representation import job_to_dict, rfc3339
 from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
@@ -59,16 +60,37 @@ def render(delivery: WebhookDelivery) -> bytes:
     )
 
 
+_SECRETS_TTL = 5.0
+_secrets: dict[int, tuple[float, str, str, datetime | None]] = {}
+
+
 def signing_secrets(client_id: int, now: datetime) -> list[str]:
-    """The client's current secret, and its previous one during a rotation window."""
-    client = ApiClient.objects.only(
-        "webhook_secret", "previous_webhook_secret", "previous_webhook_secret_expires_at"
-    ).get(pk=client_id)
-    secrets = [client.webhook_secret]
-    expires = client.previous_webhook_secret_expires_at
-    if client.previous_webhook_secret and expires is not None and expires > now:
-        secrets.append(client.previous_webhook_secret)
+    """The client's current secret, and its previous one during a rotation window.
+
+    Remembered for a few seconds per process: a rotation reaches every webhook worker within
+    that time, and meanwhile the previous secret (which keeps signing for a day) still does.
+    """
+    cached = _secrets.get(client_id)
+    if cached is None or cached[0] < time.monotonic():
+        client = ApiClient.objects.only(
+            "webhook_secret", "previous_webhook_secret", "previous_webhook_secret_expires_at"
+        ).get(pk=client_id)
+        cached = (
+            time.monotonic() + _SECRETS_TTL,
+            client.webhook_secret,
+            client.previous_webhook_secret,
+            client.previous_webhook_secret_expires_at,
+        )
+        _secrets[client_id] = cached
+    _, current, previous, expires = cached
+    secrets = [current]
+    if previous and expires is not None and expires > now:
+        secrets.append(previous)
     return secrets
+
+
+def forget_secrets(client_id: int) -> None:
+    _secrets.pop(client_id, None)
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> float:
@@ -82,24 +104,26 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> float:
 
 
 def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | None:
-    """Lease the most overdue pending delivery to this worker (None when nothing is due)."""
+    """Lease the most overdue pending delivery to this worker (None when nothing is due).
+
+    A lease lost in a database crash only means the delivery is sent again, with the same
+    webhook-id.
+    """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 20)
-    with transaction.atomic():
-        delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "id")
-            .first()
+    due = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "id")
+        .select_for_update(skip_locked=True)
+        .values("pk")[:1]
+    )
+    with transaction.atomic():  # FOR UPDATE needs one, even inside a single statement
+        rows = update_returning(
+            WebhookDelivery.objects.filter(pk=Subquery(due), status=DeliveryStatus.PENDING),
+            next_attempt_at=lease,
+            attempts=F("attempts") + 1,
         )
-        if delivery is None:
-            return None
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            next_attempt_at=lease, attempts=F("attempts") + 1
-        )
-    delivery.attempts += 1
-    delivery.next_attempt_at = lease
-    return delivery
+    return rows[0] if rows else None
 
 
 def _overtaken(delivery: WebhookDelivery) -> bool:
@@ -156,14 +180,18 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
         if not answer.error:
             update["last_error"] = f"HTTP {status_code}"
     with transaction.atomic():
-        WebhookAttempt.objects.create(
-            delivery_id=delivery.pk,
-            at=now,
-            status_code=status_code,
-            latency_ms=answer.latency_ms,
-            outcome=outcome,
-            error=answer.error[:500],
-            response_excerpt=answer.excerpt,
+        WebhookAttempt.objects.bulk_create(
+            [
+                WebhookAttempt(
+                    delivery_id=delivery.pk,
+                    at=now,
+                    status_code=status_code,
+                    latency_ms=answer.latency_ms,
+                    outcome=outcome,
+                    error=answer.error[:500],
+                    response_excerpt=answer.excerpt,
+                )
+            ]
         )
         WebhookDelivery.objects.filter(pk=delivery.pk).update(**update)
     log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
