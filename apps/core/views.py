@@ -32,7 +32,10 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return error_http_response(errors.NotFound())
+    # Only non-API pages get here (the admin); API views answer another client's job with 404.
+    error = errors.ConveyorError("You may not do this.")
+    error.status, error.code = 403, "permission_denied"
+    return error_http_response(error)
 
 
 class BenchConstantView(APIView):
