@@ -65,3 +65,7 @@ clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker
 .PHONY: bench
 bench: install-dev services  ## Benchmarks (BENCH_ARGS="--quick" for a short run); see docs/benchmarks.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+.PHONY: soak
+soak: install-dev services  ## Repeat the kill tests SOAK_RUNS times (default 20)
+	bash bench/soak.sh $${SOAK_RUNS:-20}
