@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -34,7 +35,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DB_NAME = "conveyor_bench"
+# BENCH_DB lets several people bench on one machine without dropping each other's database.
+DB_NAME = os.environ.get("BENCH_DB", "conveyor_bench")
+if not re.fullmatch(r"[a-z_][a-z0-9_]*", DB_NAME):
+    raise SystemExit(f"BENCH_DB must be a plain lower-case identifier, not {DB_NAME!r}")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 CEILING = "/api/v1/_bench/constant"
