@@ -91,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.ReadScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -187,9 +188,22 @@ def _database(url: str) -> dict:
 
 DATABASES = {"default": _database(DATABASE_URL)}
 DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+# A replica that does not answer must not hold a request for long: its reads go to the primary.
+DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
 for _index, _url in enumerate(DATABASE_REPLICA_URLS):
-    DATABASES[f"replica{_index}"] = {**_database(_url), "TEST": {"MIRROR": "default"}}
+    _replica = _database(_url)
+    if _replica["ENGINE"].endswith("postgresql"):
+        _replica["OPTIONS"]["connect_timeout"] = DATABASE_REPLICA_CONNECT_TIMEOUT
+    DATABASES[f"replica{_index}"] = {**_replica, "TEST": {"MIRROR": "default"}}
 DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+# Replica rotation (apps/core/replicas.py): each process checks a replica at most every
+# REPLICA_CHECK_SECONDS; one lagging more than REPLICA_MAX_LAG_SECONDS, or down, is left out for
+# REPLICA_RETRY_SECONDS. A client's reads stay on the primary for REPLICA_PIN_SECONDS after its
+# writes (default: max lag + check interval + 1 s, longer than any replica in rotation lags).
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+REPLICA_CHECK_SECONDS = env.float("REPLICA_CHECK_SECONDS", default=2.0)
+REPLICA_RETRY_SECONDS = env.float("REPLICA_RETRY_SECONDS", default=10.0)
+REPLICA_PIN_SECONDS = env.float("REPLICA_PIN_SECONDS", default=None)
 
 # --- Redis, cache ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,14 +1,19 @@
-"""DRF authentication: ``Authorization: Bearer <api key>``."""
+"""DRF authentication: ``Authorization: Bearer <api key>``, with the request's read-your-writes
+pin read or set in the same cache round trip."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import SAFE_METHODS
 
 from apps.clients.models import ApiClient
 from apps.clients.selectors import authenticate_key
+from apps.core.fastcache import Batch
+from apps.core.replicas import pin_key, pin_ttl, replicas_configured
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -22,10 +27,37 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = key.strip()
         if scheme.lower() != self.keyword or not key:
             raise AuthenticationFailed("Malformed Authorization header; use 'Bearer <api key>'.")
-        client, extra = authenticate_key(key, also=self.prefetch_keys(request))
+        view = (request.parser_context or {}).get("view")
+        safe = request.method in SAFE_METHODS
+        replicas = replicas_configured()
+        # Only a view that may read a replica needs to know whether the client wrote recently;
+        # every write (re)starts the client's pin, before the write, so that the response can
+        # never reach the client ahead of it.
+        check_pin = replicas and safe and bool(getattr(view, "replica_reads", False))
+        set_pin = replicas and not safe
+        prefetch: Callable[[int], Sequence[str]] | None = self.prefetch_keys(request)
+        prefetched = 0
+
+        def also(client_id: int, known: ApiClient | None) -> Batch:
+            nonlocal prefetched
+            batch = Batch(get=list(prefetch(client_id)) if prefetch is not None else [])
+            prefetched = len(batch.get)
+            principal = f"client:{client_id}"
+            if check_pin:
+                batch.get.append(pin_key(principal))
+            if set_pin:
+                batch.sets.append((pin_key(principal), b"1", pin_ttl()))
+            return batch
+
+        client, result = authenticate_key(key, also=also)
         if client is None:
             raise AuthenticationFailed("Unknown or revoked API key.")
-        self.prefetched(request, extra)
+        values = result.values
+        if check_pin:
+            # Unknown (cache down) counts as pinned: the primary is always a correct answer.
+            pinned = not result.ok or len(values) <= prefetched or values[prefetched] is not None
+            request._request.recently_wrote = pinned
+        self.prefetched(request, values[:prefetched])
         return client, client.api_key_id  # type: ignore[attr-defined]
 
     def prefetch_keys(self, request: Any) -> Any:

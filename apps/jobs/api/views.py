@@ -19,6 +19,7 @@ from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
+from apps.core.replicas import PRIMARY, allow_replica_reads, pin_ttl
 from apps.jobs import selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
@@ -37,12 +38,20 @@ JOB_CACHE_CONTROL = "private, no-cache"
 
 
 class ConveyorAPIView(APIView):
-    """Base for every API view: a request body, wherever it is sent, must be JSON."""
+    """Base for every API view: a request body, wherever it is sent, must be JSON.
+
+    ``replica_reads`` lets the view's GET read a replica once authentication found that the
+    client has not written recently (apps/core/replicas.py).
+    """
+
+    replica_reads = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         if _has_body(request) and not _is_json(request.content_type):
             raise UnsupportedMediaType()
+        if self.replica_reads and getattr(request._request, "recently_wrote", True) is False:
+            allow_replica_reads()
 
 
 def _has_body(request: Request) -> bool:
@@ -164,6 +173,8 @@ _IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 class JobCollectionView(ConveyorAPIView):
+    replica_reads = True
+
     @extend_schema(
         operation_id="jobs_list",
         summary="List your jobs, newest first",
@@ -232,6 +243,7 @@ class JobStatusAuthentication(ApiKeyAuthentication):
 
 class JobDetailView(ConveyorAPIView):
     authentication_classes = [JobStatusAuthentication]
+    replica_reads = True
 
     @extend_schema(
         operation_id="jobs_get",
@@ -245,7 +257,9 @@ class JobDetailView(ConveyorAPIView):
         else:
             job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
             version, body = job.version, orjson.dumps(job_to_dict(job))
-            cache_jobs([job])
+            # A replica's copy may be seconds old: cached briefly, so that a lost write-through
+            # can never leave it there for long (a newer version replaces it anyway).
+            cache_jobs([job], ttl=None if job._state.db == PRIMARY else pin_ttl())
         etag = f'"{version}"'
         headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
         if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
