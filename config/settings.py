@@ -314,6 +314,18 @@ RELAY_WINDOW_SECONDS = env.float("RELAY_WINDOW_SECONDS", default=0.002)
 JOB_CANCEL_GRACE_SECONDS = env.float("JOB_CANCEL_GRACE_SECONDS", default=10.0)
 JOBS_LIST_PAGE_SIZE = 50
 JOBS_LIST_MAX_PAGE_SIZE = 200
+# Rate limits per client and endpoint group, as django-ratelimit rates (count/period, period
+# s, m, h or d, e.g. 100/10s); "anonymous" counts requests without a valid key per IP. Clients
+# may have their own counts (admin); --unlimited clients are exempt (apps/clients/limits.py).
+RATE_LIMITS = {
+    "submit": env.str("RATE_LIMIT_SUBMIT", default="600/m"),
+    "read": env.str("RATE_LIMIT_READ", default="6000/m"),
+    "list": env.str("RATE_LIMIT_LIST", default="600/m"),
+    "anonymous": env.str("RATE_LIMIT_ANONYMOUS", default="120/m"),
+}
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# Behind a proxy: the request header (META name, e.g. HTTP_X_REAL_IP) that holds the client's IP.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 # How long a web process trusts its own memory that a key is valid (revocations reach other
 # processes within this time; the revoking process forgets at once).

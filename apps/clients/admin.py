@@ -28,7 +28,16 @@ class ApiClientAdmin(admin.ModelAdmin):
     list_display = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
     list_filter = ("is_active", "unlimited")
     search_fields = ("name",)
-    fields = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
+    fields = (
+        "name",
+        "is_active",
+        "unlimited",
+        "max_active_jobs",
+        "rate_limit_submit",
+        "rate_limit_read",
+        "rate_limit_list",
+        "created_at",
+    )
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
     actions = ["create_api_key"]

@@ -1,6 +1,6 @@
 """Reads for authentication: API key → client, through the fast cache.
 
-The cache holds the client's fields under the key's hash, so a request
+The cache holds the client's fields (its limits included) under the key's hash, so a request
 authenticates with one cache read, and a caller that knows which other cache work it needs (a
 job's status entry, its rate counter, its read-your-writes pin) gets it done in the same round
 trip. Any change to a key or client deletes its entries
@@ -24,7 +24,16 @@ from apps.core.fastcache import Batch, BatchResult, fast_cache, key
 
 logger = logging.getLogger(__name__)
 
-_CLIENT_FIELDS = ("id", "name", "is_active", "unlimited", "max_active_jobs")
+_CLIENT_FIELDS = (
+    "id",
+    "name",
+    "is_active",
+    "unlimited",
+    "max_active_jobs",
+    "rate_limit_submit",
+    "rate_limit_read",
+    "rate_limit_list",
+)
 _MISSING = b"-"
 _NEGATIVE_TTL = 30
 _LAST_USED_EVERY = 60.0

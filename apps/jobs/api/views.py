@@ -40,10 +40,12 @@ JOB_CACHE_CONTROL = "private, no-cache"
 class ConveyorAPIView(APIView):
     """Base for every API view: a request body, wherever it is sent, must be JSON.
 
-    ``replica_reads`` lets the view's GET read a replica once authentication found that the
-    client has not written recently (apps/core/replicas.py).
+    ``rate_limit_groups`` names each method's rate-limit group (apps/clients/limits.py), counted
+    while authenticating. ``replica_reads`` lets the view's GET read a replica once
+    authentication found that the client has not written recently (apps/core/replicas.py).
     """
 
+    rate_limit_groups: dict[str, str] = {}
     replica_reads = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -173,13 +175,14 @@ _IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 class JobCollectionView(ConveyorAPIView):
+    rate_limit_groups = {"GET": "list", "POST": "submit"}
     replica_reads = True
 
     @extend_schema(
         operation_id="jobs_list",
         summary="List your jobs, newest first",
         parameters=_LIST_PARAMETERS,
-        responses={200: JobPageDoc, **error_responses(400, 401)},
+        responses={200: JobPageDoc, **error_responses(400, 401, 429)},
     )
     def get(self, request: Request) -> Response:
         filters, cursor, limit = parse_list_query(request.query_params)
@@ -210,6 +213,8 @@ class JobCollectionView(ConveyorAPIView):
 
 
 class JobBatchView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_submit_batch",
         summary="Submit up to 1000 jobs at once (all or nothing)",
@@ -243,12 +248,13 @@ class JobStatusAuthentication(ApiKeyAuthentication):
 
 class JobDetailView(ConveyorAPIView):
     authentication_classes = [JobStatusAuthentication]
+    rate_limit_groups = {"GET": "read"}
     replica_reads = True
 
     @extend_schema(
         operation_id="jobs_get",
         summary="Get a job's status",
-        responses={200: JobDoc, 304: None, **error_responses(401, 404)},
+        responses={200: JobDoc, 304: None, **error_responses(401, 404, 429)},
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
         cached = getattr(request._request, "cached_job", None)
@@ -275,6 +281,8 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class JobCancelView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_cancel",
         summary="Cancel a job",
@@ -282,7 +290,7 @@ class JobCancelView(ConveyorAPIView):
         responses={
             200: JobDoc,
             202: JobDoc,
-            **error_responses(401, 404, 409),
+            **error_responses(401, 404, 409, 429),
         },
         description="A waiting job is canceled at once (200); a running one gets "
         "cancel_requested and its worker stops it (202).",
@@ -294,6 +302,8 @@ class JobCancelView(ConveyorAPIView):
 
 
 class JobRetryView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_retry",
         summary="Run a failed or canceled job again",
@@ -307,10 +317,12 @@ class JobRetryView(ConveyorAPIView):
 
 
 class JobTypeListView(ConveyorAPIView):
+    rate_limit_groups = {"GET": "read"}
+
     @extend_schema(
         operation_id="job_types_list",
         summary="List the registered job types and their input schemas",
-        responses={200: JobTypeListDoc, **error_responses(401)},
+        responses={200: JobTypeListDoc, **error_responses(401, 429)},
     )
     def get(self, request: Request) -> Response:
         return Response(
