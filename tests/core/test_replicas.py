@@ -187,3 +187,24 @@ def test_readyz_reports_a_stopped_replica_without_failing(
     assert response.status_code == 200
     check = response.json()["checks"][f"database:{replica_alias}"]
     assert (check["ok"], check["state"], check["required"]) == (False, "down", False)
+
+
+def test_the_admin_list_reads_the_replica_until_the_user_writes(
+    replica_pair: Cluster, client: Any
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
+    client.force_login(user)
+    on_replica = _insert_job_on_primary(replica_pair, "alpha")
+    replica_pair.pg.wait_replayed()
+
+    page = client.get("/admin/jobs/job/")
+    assert page.status_code == 200
+    assert on_replica in page.content.decode()  # only the replica has that job
+
+    # Any POST through the admin pins the user to the primary for a while.
+    client.post("/admin/jobs/job/", {"action": "cancel_selected", "_selected_action": []})
+    page = client.get("/admin/jobs/job/")
+    assert page.status_code == 200
+    assert on_replica not in page.content.decode()
