@@ -172,6 +172,9 @@ class Bench:
             "WORKER_WAKEUP_FANOUT": str(max(args.worker_processes, 2)),
             "PYTHONUNBUFFERED": "1",
         }
+        if args.limited_client:
+            for group in ("SUBMIT", "READ", "LIST"):
+                self.env[f"RATE_LIMIT_{group}"] = "1000000000/m"
         self.env.pop("CELERY_BROKER_URL", None)
         self.processes: list[Process] = []
         self.key = ""
@@ -210,7 +213,10 @@ class Bench:
             conn.execute(f"CREATE DATABASE {DB_NAME}")
         redis.Redis.from_url(REDIS).flushdb()
         self.manage("migrate", "--noinput", "-v", "0")
-        self.key = json.loads(self.manage("create_client", "bench", "--unlimited"))["api_key"]
+        # --limited-client: a client whose requests are counted (with a limit it never reaches),
+        # to measure what rate limiting costs the hot paths.
+        unlimited = [] if self.args.limited_client else ["--unlimited"]
+        self.key = json.loads(self.manage("create_client", "bench", *unlimited))["api_key"]
 
     def start(self, name: str, argv: list[str], ready: str | None) -> Process:
         process = Process(name, argv, self.env, self.logs)
@@ -711,6 +717,11 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=20)
     parser.add_argument("--memory-jobs", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--limited-client",
+        action="store_true",
+        help="bench with a rate-limited client (counted, never refused) instead of --unlimited",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 4, 2
