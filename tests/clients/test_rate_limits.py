@@ -153,3 +153,39 @@ def test_rate_limits_can_be_switched_off(
     settings.RATELIMIT_ENABLE = False
     for _ in range(3):
         assert tenant.get("/api/v1/jobs").status_code == 200
+
+
+@pytest.mark.parametrize("rate", ["lots", "10/fortnight", "/m", ""])
+def test_a_malformed_rate_is_refused_at_start(rate: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from apps.clients.limits import validate_rates
+
+    with pytest.raises(ImproperlyConfigured):
+        validate_rates({**LIMITS, "read": rate})
+    with pytest.raises(ImproperlyConfigured):
+        validate_rates({"submit": "1/s"})  # every group needs a rate
+
+
+def test_a_limited_clients_poll_is_one_round_trip_to_redis_and_none_to_the_database(
+    tenant: Tenant, limits: Callable[..., None], max_statements: Any, monkeypatch: Any
+) -> None:
+    job_id = tenant.submit().json()["id"]
+    assert tenant.get(f"/api/v1/jobs/{job_id}").status_code == 200  # caches the job
+    cache = fast_cache()
+    calls: list[str] = []
+    for name in ("run", "get_many", "set", "set_if_newer", "delete_many"):
+        original = getattr(cache, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cache, name, counted)
+    with max_statements(0):
+        assert tenant.get(f"/api/v1/jobs/{job_id}").status_code == 200
+    # Authentication, the status entry and the rate counter: one Lua call.
+    assert calls == ["run"]
+    monkeypatch.undo()
+    counter, _ = client_counter("read", tenant.client.pk)
+    assert fast_cache().get_many([counter]) == [b"2"]
