@@ -252,18 +252,24 @@ def pick_replica() -> str | None:
 def check(alias: str) -> ReplicaState:
     """Probe ``alias`` now (on this thread's connection to it) and update its rotation."""
     state = state_of(alias)
+    reused = connections[alias].connection is not None
     try:
         row = _probe(alias)
-    except Exception:
-        # A persistent connection the server has dropped (restart, idle timeout) fails once
-        # even when the server is fine: judge on a fresh connection.
+    except Exception as exc:
         _close_quietly(alias)
-        try:
-            row = _probe(alias)
-        except Exception as exc:
-            logger.debug("replica %s check failed", alias, exc_info=True)
-            _close_quietly(alias)
-            return _record(state, "down", None, type(exc).__name__)
+        failure: Exception | None = exc
+        if reused:
+            # A persistent connection the server has dropped (restart, idle timeout) fails
+            # once even when the server is fine: judge on a fresh connection. (A fresh one that
+            # failed is the server's answer: no second connect timeout.)
+            try:
+                row, failure = _probe(alias), None
+            except Exception as again:
+                _close_quietly(alias)
+                failure = again
+        if failure is not None:
+            logger.debug("replica %s check failed", alias, exc_info=failure)
+            return _record(state, "down", None, type(failure).__name__)
     in_recovery, replica_now, replayed_at, replayed_all, receiving = row
     if not in_recovery:
         # A promoted or misconfigured "replica" does not follow our primary's writes.
