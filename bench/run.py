@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -34,7 +35,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DB_NAME = "conveyor_bench"
+# BENCH_DB lets several people bench on one machine without dropping each other's database.
+DB_NAME = os.environ.get("BENCH_DB", "conveyor_bench")
+if not re.fullmatch(r"[a-z_][a-z0-9_]*", DB_NAME):
+    raise SystemExit(f"BENCH_DB must be a plain lower-case identifier, not {DB_NAME!r}")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 CEILING = "/api/v1/_bench/constant"
@@ -169,6 +173,9 @@ class Bench:
             "WORKER_WAKEUP_FANOUT": str(max(args.worker_processes, 2)),
             "PYTHONUNBUFFERED": "1",
         }
+        if args.limited_client:
+            for group in ("SUBMIT", "READ", "LIST"):
+                self.env[f"RATE_LIMIT_{group}"] = "1000000000/m"
         self.env.pop("CELERY_BROKER_URL", None)
         self.processes: list[Process] = []
         self.key = ""
@@ -207,7 +214,10 @@ class Bench:
             conn.execute(f"CREATE DATABASE {DB_NAME}")
         redis.Redis.from_url(REDIS).flushdb()
         self.manage("migrate", "--noinput", "-v", "0")
-        self.key = json.loads(self.manage("create_client", "bench", "--unlimited"))["api_key"]
+        # --limited-client: a client whose requests are counted (with a limit it never reaches),
+        # to measure what rate limiting costs the hot paths.
+        unlimited = [] if self.args.limited_client else ["--unlimited"]
+        self.key = json.loads(self.manage("create_client", "bench", *unlimited))["api_key"]
 
     def start(self, name: str, argv: list[str], ready: str | None) -> Process:
         process = Process(name, argv, self.env, self.logs)
@@ -780,6 +790,11 @@ def main() -> int:
     parser.add_argument("--memory-jobs", type=int, default=100_000)
     parser.add_argument("--webhook-jobs", type=int, default=5000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--limited-client",
+        action="store_true",
+        help="bench with a rate-limited client (counted, never refused) instead of --unlimited",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 4, 2

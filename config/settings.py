@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.ReadScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,9 +189,22 @@ def _database(url: str) -> dict:
 
 DATABASES = {"default": _database(DATABASE_URL)}
 DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+# A replica that does not answer must not hold a request for long: its reads go to the primary.
+DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
 for _index, _url in enumerate(DATABASE_REPLICA_URLS):
-    DATABASES[f"replica{_index}"] = {**_database(_url), "TEST": {"MIRROR": "default"}}
+    _replica = _database(_url)
+    if _replica["ENGINE"].endswith("postgresql"):
+        _replica["OPTIONS"]["connect_timeout"] = DATABASE_REPLICA_CONNECT_TIMEOUT
+    DATABASES[f"replica{_index}"] = {**_replica, "TEST": {"MIRROR": "default"}}
 DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+# Replica rotation (apps/core/replicas.py): each process checks a replica at most every
+# REPLICA_CHECK_SECONDS; one lagging more than REPLICA_MAX_LAG_SECONDS, or down, is left out for
+# REPLICA_RETRY_SECONDS. A client's reads stay on the primary for REPLICA_PIN_SECONDS after its
+# writes (default: max lag + check interval + 1 s, longer than any replica in rotation lags).
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+REPLICA_CHECK_SECONDS = env.float("REPLICA_CHECK_SECONDS", default=2.0)
+REPLICA_RETRY_SECONDS = env.float("REPLICA_RETRY_SECONDS", default=10.0)
+REPLICA_PIN_SECONDS = env.float("REPLICA_PIN_SECONDS", default=None)
 
 # --- Redis, cache ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -312,6 +326,18 @@ DEFAULT_MAX_ACTIVE_JOBS = env.int("DEFAULT_MAX_ACTIVE_JOBS", default=10_000)
 QUOTA_RETRY_AFTER_SECONDS = env.int("QUOTA_RETRY_AFTER_SECONDS", default=5)
 # Idempotency-Key records are kept at least this long.
 IDEMPOTENCY_KEY_TTL_HOURS = env.float("IDEMPOTENCY_KEY_TTL_HOURS", default=24.0)
+# Rate limits per client and endpoint group, as django-ratelimit rates (count/period, period
+# s, m, h or d, e.g. 100/10s); "anonymous" counts requests without a valid key per IP. Clients
+# may have their own counts (admin); --unlimited clients are exempt (apps/clients/limits.py).
+RATE_LIMITS = {
+    "submit": env.str("RATE_LIMIT_SUBMIT", default="600/m"),
+    "read": env.str("RATE_LIMIT_READ", default="6000/m"),
+    "list": env.str("RATE_LIMIT_LIST", default="600/m"),
+    "anonymous": env.str("RATE_LIMIT_ANONYMOUS", default="120/m"),
+}
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# Behind a proxy: the request header (META name, e.g. HTTP_X_REAL_IP) that holds the client's IP.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 # How long a web process trusts its own memory that a key is valid (revocations reach other
 # processes within this time; the revoking process forgets at once).

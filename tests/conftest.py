@@ -13,6 +13,9 @@ from rest_framework.test import APIClient
 from apps.clients.models import ApiClient
 from apps.clients.services import client_create
 
+# The throwaway primary + replica fixtures (pg_cluster, replica_pair, replica_alias, cluster_web).
+pytest_plugins = ["tests.support.replica_fixtures"]
+
 
 class Tenant:
     """An API client with its plain key, and an HTTP client that sends the key."""
@@ -66,10 +69,19 @@ def anonymous() -> APIClient:
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Iterator[None]:
-    """Each test starts with an empty cache (only this suite's key prefix is touched)."""
+    """Each test starts with an empty cache (only this suite's key prefix is touched): Django's
+    cache and the fast cache's raw keys (auth entries, job status, rate counters, pins)."""
+    from django.conf import settings
     from django.core.cache import cache
 
+    from apps.core.fastcache import RedisFastCache, fast_cache
+
     cache.delete_pattern("*")
+    fast = fast_cache()
+    if isinstance(fast, RedisFastCache):
+        stale = list(fast.client.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:*", count=1000))
+        for start in range(0, len(stale), 1000):
+            fast.client.delete(*stale[start : start + 1000])
     return
 
 

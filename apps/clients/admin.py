@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from apps.clients.models import ApiClient, ApiKey
 from apps.clients.services import api_key_create, api_key_revoke, webhook_secret_rotate
+from apps.core.admin_tools import ReplicaListMixin
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -24,11 +25,20 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(ReplicaListMixin, admin.ModelAdmin):
     list_display = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
     list_filter = ("is_active", "unlimited")
     search_fields = ("name",)
-    fields = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
+    fields = (
+        "name",
+        "is_active",
+        "unlimited",
+        "max_active_jobs",
+        "rate_limit_submit",
+        "rate_limit_read",
+        "rate_limit_list",
+        "created_at",
+    )
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
     actions = ["create_api_key", "rotate_webhook_secret"]
@@ -73,7 +83,7 @@ class ApiClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ReplicaListMixin, admin.ModelAdmin):
     list_display = ("prefix", "client", "name", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     list_select_related = ("client",)

@@ -29,6 +29,26 @@ class ApiClient(models.Model):
         blank=True,
         help_text="Most non-terminal jobs at once; empty means the deployment default.",
     )
+    # Per-client rate limits, each a request count per window of the group's deployment rate
+    # (settings.RATE_LIMITS, e.g. per minute); empty means that rate's count.
+    rate_limit_submit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="POST requests (submit, batch, cancel, retry) per window of "
+        "RATE_LIMITS['submit']; empty means the deployment default.",
+    )
+    rate_limit_read = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="GET /jobs/{id} and /job-types requests per window of RATE_LIMITS['read'];"
+        " empty means the deployment default.",
+    )
+    rate_limit_list = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="GET /jobs requests per window of RATE_LIMITS['list'];"
+        " empty means the deployment default.",
+    )
     webhook_secret = models.CharField(max_length=128, default=new_webhook_secret, editable=False)
     # During a rotation the previous secret keeps signing (beside the new one) until it expires.
     previous_webhook_secret = models.CharField(max_length=128, blank=True, editable=False)

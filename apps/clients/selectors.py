@@ -1,8 +1,9 @@
 """Reads for authentication: API key → client, through the fast cache.
 
-The cache holds the client's fields under the key's hash, so a request authenticates with one
-cache read, and a caller that knows which other keys it will need (a job's status entry) gets
-them in the same round trip. Any change to a key or client deletes its entries
+The cache holds the client's fields (its limits included) under the key's hash, so a request
+authenticates with one cache read, and a caller that knows which other cache work it needs (a
+job's status entry, its rate counter, its read-your-writes pin) gets it done in the same round
+trip. Any change to a key or client deletes its entries
 (apps/clients/signals.py); a cache outage falls back to the database.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
@@ -18,11 +20,20 @@ from django.utils import timezone
 
 from apps.clients.keys import hash_api_key, looks_like_api_key
 from apps.clients.models import ApiClient, ApiKey
-from apps.core.fastcache import fast_cache, key
+from apps.core.fastcache import Batch, BatchResult, fast_cache, key
 
 logger = logging.getLogger(__name__)
 
-_CLIENT_FIELDS = ("id", "name", "is_active", "unlimited", "max_active_jobs")
+_CLIENT_FIELDS = (
+    "id",
+    "name",
+    "is_active",
+    "unlimited",
+    "max_active_jobs",
+    "rate_limit_submit",
+    "rate_limit_read",
+    "rate_limit_list",
+)
 _MISSING = b"-"
 _NEGATIVE_TTL = 30
 _LAST_USED_EVERY = 60.0
@@ -52,30 +63,59 @@ def _entry_from_database(key_hash: str) -> bytes:
     return orjson.dumps({"key_id": row.pk, **fields})
 
 
+@dataclass(frozen=True)
+class Guard:
+    """A counter to bump for a key not yet known to be valid, and what to do with its count
+    before the database is asked about that key (raise to refuse)."""
+
+    counter: tuple[str, int]
+    check: Callable[[int | None], None]
+
+
 def authenticate_key(
-    plain_key: str, *, also: Callable[[int], Sequence[str]] | None = None
-) -> tuple[ApiClient | None, list[bytes | None]]:
-    """The active client owning this unrevoked key (or None), and the cache values of the keys
-    ``also(client_id)`` names, fetched in the same round trip when the owner is known (else
-    None each: the caller reads the database)."""
+    plain_key: str,
+    *,
+    also: Callable[[int, ApiClient | None], Batch] | None = None,
+    unverified: Callable[[], Guard | None] | None = None,
+) -> tuple[ApiClient | None, BatchResult]:
+    """The active client owning this unrevoked key (or None), and the result of the cache work
+    ``also(client_id, client_or_None)`` asks for (keys to read, a counter, keys to set).
+
+    When this process knows the key's owner, that work rides in the authentication round trip
+    (``also`` then gets the client as this process remembers it, or None when its entry is
+    being fetched in the same trip); otherwise it is a second round trip once the owner is
+    known. ``unverified()`` guards the database: for a key whose owner this process does not
+    know, the guard's counter rides in the first round trip and its ``check`` runs before the
+    database is asked about a key the cache does not vouch for (it raises to refuse).
+    """
+    no_result = BatchResult([])
     if not looks_like_api_key(plain_key):
-        return None, []
+        return None, no_result
     key_hash = hash_api_key(plain_key)
     auth_key = auth_cache_key(key_hash)
     owner = _owner_of.get(key_hash)
-    extra_keys = list(also(owner)) if also is not None and owner is not None else []
     now = time.monotonic()
     recent = _recently_valid.get(key_hash)
     entry: bytes | None = recent[1] if recent is not None and recent[0] > now else None
+    remembered = _client_from_entry(entry) if entry is not None else None
+    batch = Batch()
+    guard = None
+    if owner is not None and also is not None:
+        batch = also(owner, remembered)
+    elif owner is None and unverified is not None and (guard := unverified()) is not None:
+        batch = Batch(counter=guard.counter)
+    fetch_entry = entry is None
+    if fetch_entry:
+        batch.get.insert(0, auth_key)
     try:
-        if entry is None:
-            values = fast_cache().get_many([auth_key, *extra_keys])
-            entry, extra = values[0], values[1:]
-        else:
-            extra = fast_cache().get_many(extra_keys) if extra_keys else []
+        result = fast_cache().run(batch)
     except Exception:  # a cache outage must not lock everybody out
         logger.warning("auth cache read failed", exc_info=True)
-        extra = [None] * len(extra_keys)
+        result = BatchResult.failed(batch)
+    if fetch_entry:
+        entry = result.values.pop(0)
+    if guard is not None and entry in (None, _MISSING):
+        guard.check(result.count)
     if entry is None:
         entry = _entry_from_database(key_hash)
         try:
@@ -84,18 +124,30 @@ def authenticate_key(
         except Exception:
             logger.warning("auth cache write failed", exc_info=True)
     if entry == _MISSING:
-        return None, []
+        return None, no_result
     if recent is None or recent[0] <= now:
         _recently_valid[key_hash] = (now + settings.API_KEY_LOCAL_SECONDS, entry)
+    client = remembered if remembered is not None else _client_from_entry(entry)
+    _owner_of[key_hash] = client.pk
+    _touch_last_used(client.api_key_id)  # type: ignore[attr-defined]
+    if owner is None and also is not None:
+        second = also(client.pk, client)
+        try:
+            result = fast_cache().run(second)
+        except Exception:
+            logger.warning("cache read failed", exc_info=True)
+            result = BatchResult.failed(second)
+    elif owner is None:
+        result = no_result
+    return client, result
+
+
+def _client_from_entry(entry: bytes) -> ApiClient:
     fields = orjson.loads(entry)
     key_id = fields.pop("key_id")
     client = ApiClient(**fields)
     client.api_key_id = key_id  # type: ignore[attr-defined]
-    _owner_of[key_hash] = client.pk
-    _touch_last_used(key_id)
-    if also is not None and owner is None:
-        extra = [None] * len(also(client.pk))
-    return client, extra
+    return client
 
 
 def forget_in_process(key_hashes: Sequence[str]) -> None:

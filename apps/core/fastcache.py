@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Protocol
 
@@ -33,6 +34,50 @@ return 1
 """
 
 
+# One round trip for a request's cache work (see Batch): MGET the first ARGV[1] keys; if ARGV[2]
+# is not 0, INCR the next key and give it that TTL when the INCR created it; then SET each of
+# the remaining keys to its value with its TTL (ARGV pairs from ARGV[3]).
+_BATCH = """
+local n_get, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local values = {}
+if n_get > 0 then values = redis.call('MGET', unpack(KEYS, 1, n_get)) end
+local k = n_get
+local count = false
+if ttl > 0 then
+  k = k + 1
+  count = redis.call('INCR', KEYS[k])
+  if count == 1 then redis.call('EXPIRE', KEYS[k], ttl) end
+end
+for i = k + 1, #KEYS do
+  local a = 3 + 2 * (i - k - 1)
+  redis.call('SET', KEYS[i], ARGV[a], 'EX', ARGV[a + 1])
+end
+return {count, values}
+"""
+
+
+@dataclass
+class Batch:
+    """Cache work for one round trip: read keys, bump at most one counter (a fixed-window rate
+    counter: created with its TTL, so it can never outlive its window), set keys."""
+
+    get: list[str] = field(default_factory=list)
+    counter: tuple[str, int] | None = None
+    sets: list[tuple[str, bytes, int]] = field(default_factory=list)
+
+
+@dataclass
+class BatchResult:
+    values: list[bytes | None]
+    count: int | None = None
+    # False when the cache could not be reached: the values are unknown, not absent.
+    ok: bool = True
+
+    @classmethod
+    def failed(cls, batch: Batch) -> BatchResult:
+        return cls([None] * len(batch.get), None, ok=False)
+
+
 class FastCache(Protocol):
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
@@ -44,6 +89,10 @@ class FastCache(Protocol):
         ...
 
     def delete_many(self, keys: Sequence[str]) -> None: ...
+
+    def run(self, batch: Batch) -> BatchResult:
+        """Do ``batch`` in one round trip."""
+        ...
 
 
 def key(name: str) -> str:
@@ -58,6 +107,7 @@ class RedisFastCache:
             url, socket_timeout=1, socket_connect_timeout=1, health_check_interval=30
         )
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
+        self._batch = self.client.register_script(_BATCH)
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return self.client.mget(keys)  # type: ignore[return-value]
@@ -78,6 +128,21 @@ class RedisFastCache:
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
             self.client.delete(*keys)
+
+    def run(self, batch: Batch) -> BatchResult:
+        if batch.counter is None and not batch.sets:
+            # The common read: a plain MGET, the cheapest command there is for it.
+            return BatchResult(self.get_many(batch.get) if batch.get else [])
+        keys = [*batch.get]
+        args: list[int | bytes] = [len(batch.get), 0]
+        if batch.counter is not None:
+            keys.append(batch.counter[0])
+            args[1] = max(1, batch.counter[1])
+        for k, value, ttl in batch.sets:
+            keys.append(k)
+            args += [value, max(1, ttl)]
+        count, values = self._batch(keys=keys, args=args)
+        return BatchResult(values, count)
 
 
 class DjangoFastCache:
@@ -105,6 +170,16 @@ class DjangoFastCache:
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self.cache.delete_many(keys)
+
+    def run(self, batch: Batch) -> BatchResult:
+        values = self.get_many(batch.get) if batch.get else []
+        count = None
+        if batch.counter is not None:
+            counter, ttl = batch.counter
+            count = 1 if self.cache.add(counter, 1, ttl) else self.cache.incr(counter)
+        for k, value, ttl in batch.sets:
+            self.cache.set(k, value, ttl)
+        return BatchResult(values, count)
 
 
 @cache

@@ -2,9 +2,11 @@
 
 Each check runs with a short timeout, in parallel, and reports ``{"ok": bool, "ms": float}``
 (plus ``error`` when it failed). The database and the broker are required; replicas are
-reported but only degrade reads (the router sends reads to the primary when a replica is down),
-and the cache is reported but Conveyor falls back to the database without it. /readyz answers
-503 only when a required check fails.
+reported but only degrade reads (the router sends reads to the primary when a replica is down
+or lags), and the cache is reported but Conveyor falls back to the database without it. A
+replica's check also says whether it is in rotation, its state (``in_rotation``, ``lagging``,
+``down``, ``not_a_standby``) and its lag in seconds. /readyz answers 503 only when a required
+check fails.
 """
 
 from __future__ import annotations
@@ -33,6 +35,20 @@ def _database(alias: str) -> Callable[[], None]:
     return check
 
 
+def _replica(alias: str) -> Callable[[], dict[str, Any]]:
+    def check() -> dict[str, Any]:
+        from apps.core.replicas import check as check_replica
+
+        try:
+            # The same check the router uses; its verdict also updates this process's rotation.
+            state = check_replica(alias)
+        finally:
+            connections[alias].close()
+        return {"ok": state.in_rotation, **state.as_dict()}
+
+    return check
+
+
 def _cache() -> None:
     from apps.core.fastcache import fast_cache, key
 
@@ -51,24 +67,28 @@ def _broker() -> None:
         connection.default_channel  # noqa: B018 - opening a channel is the check
 
 
-def checks() -> dict[str, tuple[Callable[[], None], bool]]:
-    """name → (check, required)."""
-    found: dict[str, tuple[Callable[[], None], bool]] = {"database": (_database("default"), True)}
+Check = Callable[[], dict[str, Any] | None]
+
+
+def checks() -> dict[str, tuple[Check, bool]]:
+    """name → (check, required). A check raises when it fails, or returns details (``ok`` among
+    them when it can answer and still be unhealthy, like a lagging replica)."""
+    found: dict[str, tuple[Check, bool]] = {"database": (_database("default"), True)}
     for alias in settings.DATABASES:
         if alias != "default":
-            found[f"database:{alias}"] = (_database(alias), False)
+            found[f"database:{alias}"] = (_replica(alias), False)
     found["cache"] = (_cache, False)
     found["broker"] = (_broker, True)
     return found
 
 
-def _timed(check: Callable[[], None]) -> dict[str, Any]:
+def _timed(check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        check()
+        details = check()
     except Exception as exc:
         return {"ok": False, "ms": _ms(started), "error": type(exc).__name__}
-    return {"ok": True, "ms": _ms(started)}
+    return {"ok": True, "ms": _ms(started), **(details or {})}
 
 
 def _ms(started: float) -> float:

@@ -91,6 +91,11 @@ class Job(models.Model):
             # The list endpoint: own jobs newest first, optionally by status (keyset on id).
             models.Index(fields=["client", "-id"], name="job_client_id"),
             models.Index(fields=["client", "status", "-id"], name="job_client_status_id"),
+            # The list filtered by type. (metadata[key]=value is served by a GIN index on
+            # metadata, jsonb_path_ops, that only PostgreSQL has: migration 0002 creates it
+            # outside the model state. The queue filter rides the two indexes above: a
+            # deployment has a handful of queues, so a page is found after a short walk.)
+            models.Index(fields=["client", "type", "-id"], name="job_client_type_id"),
             # The maintenance loop: due scheduled/retrying jobs, stale heartbeats, lost messages.
             models.Index(
                 fields=["run_at"],

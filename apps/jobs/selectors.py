@@ -13,6 +13,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from apps.core.errors import NotFound
+from apps.core.replicas import primary_reads, reading_from_replica
 from apps.jobs.models import Job, JobStatus
 
 
@@ -26,7 +27,14 @@ def parse_job_id(value: str) -> uuid.UUID | None:
 def job_get_for_client(*, client_id: int, job_id: str) -> Job:
     """The client's job, or NotFound (also for a malformed id or another client's job)."""
     pk = parse_job_id(job_id)
-    job = Job.objects.filter(pk=pk, client_id=client_id).first() if pk else None
+    if pk is None:
+        raise NotFound("No job with this id.")
+    job = Job.objects.filter(pk=pk, client_id=client_id).first()
+    if job is None and reading_from_replica():
+        # A replica that has not replayed the job's INSERT yet does not know it: only the
+        # primary may say that a job does not exist.
+        with primary_reads():
+            job = Job.objects.filter(pk=pk, client_id=client_id).first()
     if job is None:
         raise NotFound("No job with this id.")
     return job

@@ -38,14 +38,15 @@ def decode(raw: bytes) -> tuple[int, bytes]:
     return int(version), body
 
 
-def cache_jobs(jobs: Sequence[Job]) -> None:
-    """Write the jobs' current state to the cache (never over a newer one)."""
+def cache_jobs(jobs: Sequence[Job], *, ttl: int | None = None) -> None:
+    """Write the jobs' current state to the cache (never over a newer one), for ``ttl`` seconds
+    (default JOB_CACHE_SECONDS)."""
     if not jobs:
         return
     try:
         fast_cache().set_if_newer(
             [(job_cache_key(job.client_id, job.pk), job.version, encode(job)) for job in jobs],
-            settings.JOB_CACHE_SECONDS,
+            ttl or settings.JOB_CACHE_SECONDS,
         )
     except Exception:
         logger.warning("job status cache write failed", exc_info=True)

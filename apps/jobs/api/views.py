@@ -20,6 +20,7 @@ from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
+from apps.core.replicas import PRIMARY, allow_replica_reads, pin_ttl
 from apps.jobs import idempotency, selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
@@ -39,12 +40,22 @@ JOB_CACHE_CONTROL = "private, no-cache"
 
 
 class ConveyorAPIView(APIView):
-    """Base for every API view: a request body, wherever it is sent, must be JSON."""
+    """Base for every API view: a request body, wherever it is sent, must be JSON.
+
+    ``rate_limit_groups`` names each method's rate-limit group (apps/clients/limits.py), counted
+    while authenticating. ``replica_reads`` lets the view's GET read a replica once
+    authentication found that the client has not written recently (apps/core/replicas.py).
+    """
+
+    rate_limit_groups: dict[str, str] = {}
+    replica_reads = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         if _has_body(request) and not _is_json(request.content_type):
             raise UnsupportedMediaType()
+        if self.replica_reads and getattr(request._request, "recently_wrote", True) is False:
+            allow_replica_reads()
 
 
 def _has_body(request: Request) -> bool:
@@ -191,11 +202,14 @@ _IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 class JobCollectionView(ConveyorAPIView):
+    rate_limit_groups = {"GET": "list", "POST": "submit"}
+    replica_reads = True
+
     @extend_schema(
         operation_id="jobs_list",
         summary="List your jobs, newest first",
         parameters=_LIST_PARAMETERS,
-        responses={200: JobPageDoc, **error_responses(400, 401)},
+        responses={200: JobPageDoc, **error_responses(400, 401, 429)},
     )
     def get(self, request: Request) -> Response:
         filters, cursor, limit = parse_list_query(request.query_params)
@@ -229,6 +243,8 @@ class JobCollectionView(ConveyorAPIView):
 
 
 class JobBatchView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_submit_batch",
         summary="Submit up to 1000 jobs at once (all or nothing)",
@@ -263,11 +279,13 @@ class JobStatusAuthentication(ApiKeyAuthentication):
 
 class JobDetailView(ConveyorAPIView):
     authentication_classes = [JobStatusAuthentication]
+    rate_limit_groups = {"GET": "read"}
+    replica_reads = True
 
     @extend_schema(
         operation_id="jobs_get",
         summary="Get a job's status",
-        responses={200: JobDoc, 304: None, **error_responses(401, 404)},
+        responses={200: JobDoc, 304: None, **error_responses(401, 404, 429)},
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
         cached = getattr(request._request, "cached_job", None)
@@ -276,7 +294,9 @@ class JobDetailView(ConveyorAPIView):
         else:
             job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
             version, body = job.version, orjson.dumps(job_to_dict(job))
-            cache_jobs([job])
+            # A replica's copy may be seconds old: cached briefly, so that a lost write-through
+            # can never leave it there for long (a newer version replaces it anyway).
+            cache_jobs([job], ttl=None if job._state.db == PRIMARY else pin_ttl())
         etag = f'"{version}"'
         headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
         if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
@@ -292,6 +312,8 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class JobCancelView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_cancel",
         summary="Cancel a job",
@@ -299,7 +321,7 @@ class JobCancelView(ConveyorAPIView):
         responses={
             200: JobDoc,
             202: JobDoc,
-            **error_responses(401, 404, 409),
+            **error_responses(401, 404, 409, 429),
         },
         description="A waiting job is canceled at once (200); a running one gets "
         "cancel_requested and its worker stops it (202).",
@@ -311,6 +333,8 @@ class JobCancelView(ConveyorAPIView):
 
 
 class JobRetryView(ConveyorAPIView):
+    rate_limit_groups = {"POST": "submit"}
+
     @extend_schema(
         operation_id="jobs_retry",
         summary="Run a failed or canceled job again",
@@ -324,10 +348,12 @@ class JobRetryView(ConveyorAPIView):
 
 
 class JobTypeListView(ConveyorAPIView):
+    rate_limit_groups = {"GET": "read"}
+
     @extend_schema(
         operation_id="job_types_list",
         summary="List the registered job types and their input schemas",
-        responses={200: JobTypeListDoc, **error_responses(401)},
+        responses={200: JobTypeListDoc, **error_responses(401, 429)},
     )
     def get(self, request: Request) -> Response:
         return Response(

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from apps.core.replicas import replica_reads
 from apps.jobs.selectors import queue_statistics
 
 
@@ -19,7 +20,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stats = queue_statistics()
+        # A report, not a decision: it may read a replica (seconds behind at most).
+        with replica_reads():
+            stats = queue_statistics()
         if options["json"]:
             self.stdout.write(json.dumps(stats, indent=2))
             return
