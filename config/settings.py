@@ -330,10 +330,10 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.float("IDEMPOTENCY_KEY_TTL_HOURS", default=24.0)
 # s, m, h or d, e.g. 100/10s); "anonymous" counts requests without a valid key per IP. Clients
 # may have their own counts (admin); --unlimited clients are exempt (apps/clients/limits.py).
 RATE_LIMITS = {
-    "submit": env.str("RATE_LIMIT_SUBMIT", default="600/m"),
-    "read": env.str("RATE_LIMIT_READ", default="6000/m"),
-    "list": env.str("RATE_LIMIT_LIST", default="600/m"),
-    "anonymous": env.str("RATE_LIMIT_ANONYMOUS", default="120/m"),
+    "submit": env.str("RATE_LIMIT_SUBMIT", default="6000/m"),
+    "read": env.str("RATE_LIMIT_READ", default="60000/m"),
+    "list": env.str("RATE_LIMIT_LIST", default="6000/m"),
+    "anonymous": env.str("RATE_LIMIT_ANONYMOUS", default="600/m"),
 }
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 # Behind a proxy: the request header (META name, e.g. HTTP_X_REAL_IP) that holds the client's IP.
