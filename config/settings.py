@@ -369,21 +369,45 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Logging ----------------------------------------------------------------------------------
+# --- Observability: logs, metrics, Sentry (docs/operations.md) --------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# json: one JSON object per line (log shippers); plain: for a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+# One line per HTTP request on the conveyor.access logger, whatever LOG_LEVEL says.
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "apps.core.logs.JsonFormatter"},
+        "plain": {"()": "apps.core.logs.PlainFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
         "celery": {"level": LOG_LEVEL},
+        "conveyor.access": {"level": "INFO" if ACCESS_LOG else "WARNING"},
     },
 }
+
+# Prometheus: the web serves /metrics, each worker its own port (celery worker --metrics-port).
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS",
+    default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+WORKER_METRICS_BIND = env.str(
+    "WORKER_METRICS_BIND",
+    default="0.0.0.0" if IS_PRODUCTION else "127.0.0.1",  # noqa: S104
+)
+# Each worker records itself in Redis this often; /metrics counts the live ones.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
+if METRICS_ENABLED or ACCESS_LOG:
+    MIDDLEWARE.insert(0, "apps.core.middleware.AccessMiddleware")
 
 # --- Sentry -----------------------------------------------------------------------------------
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

@@ -1,12 +1,20 @@
-"""Request-id middleware: every response carries X-Request-ID, and the id is in context."""
+"""Request-id middleware: every response carries X-Request-ID, and the id is in context.
+Access middleware: the per-request log line and latency metric."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from time import perf_counter
 
+from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import LazyObject
 
 from apps.core.context import clean_request_id, request_id_var
+from apps.core.metrics import observe_request
+
+access_logger = logging.getLogger("conveyor.access")
 
 
 class RequestIdMiddleware:
@@ -22,4 +30,55 @@ class RequestIdMiddleware:
         finally:
             request_id_var.reset(token)
         response["X-Request-ID"] = request_id
+        return response
+
+
+class AccessMiddleware:
+    """One log line (``conveyor.access``) and one latency observation per request.
+
+    Outermost in MIDDLEWARE, so the duration covers every other middleware. The route is the
+    URL pattern that matched (``api/v1/jobs/<str:job_id>``), never the raw path: bounded label
+    values, and no ids or query strings in the metrics. Not installed when both ACCESS_LOG and
+    METRICS_ENABLED are off.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.log = settings.ACCESS_LOG
+        self.metrics = settings.METRICS_ENABLED
+        if not (self.log or self.metrics):
+            raise MiddlewareNotUsed
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = perf_counter()
+        response = self.get_response(request)
+        seconds = perf_counter() - started
+        match = request.resolver_match
+        route = match.route if match is not None else "unmatched"
+        status = response.status_code
+        if self.metrics:
+            observe_request(route, request.method or "", status, seconds)
+        if self.log:
+            # DRF puts the authenticated API client on the Django request. The session user of
+            # AuthenticationMiddleware is a lazy object: never evaluated here (a session query).
+            user = request.__dict__.get("user")
+            client_id = None if user is None or isinstance(user, LazyObject) else user.pk
+            ms = round(seconds * 1000, 2)
+            access_logger.info(
+                "%s %s %s %sms",
+                request.method,
+                route,
+                status,
+                ms,
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": ms,
+                    "client_id": client_id,
+                    "request_id": getattr(request, "request_id", None),
+                },
+            )
         return response

@@ -24,6 +24,7 @@ from apps.core.errors import InvalidState, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
+from apps.jobs.instrumentation import record_submitted
 from apps.jobs.models import (
     WAITING_STATUSES,
     Job,
@@ -122,6 +123,7 @@ def job_submit(
     # webhook, no cache entry yet), so job_changed is not sent for it.
     with atomic_unless_single_statement():
         insert_jobs([job])
+    record_submitted([job])
     return job
 
 
@@ -164,6 +166,7 @@ def job_submit_batch(
     jobs = [job_build(client=client, submission=s, request_id=request_id) for s in submissions]
     with transaction.atomic():
         insert_jobs(jobs)
+    record_submitted(jobs)
     return jobs
 
 
