@@ -409,9 +409,19 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 if METRICS_ENABLED or ACCESS_LOG:
     MIDDLEWARE.insert(0, "apps.core.middleware.AccessMiddleware")
 
-# --- Sentry -----------------------------------------------------------------------------------
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+SENTRY_RELEASE = (
+    env.str("SENTRY_RELEASE", default="")
+    or env.str("RELEASE", default="")
+    or env.str("GIT_SHA", default="")
+)
 if SENTRY_DSN and os.environ.get("CONVEYOR_SKIP_SENTRY") != "1":
-    import sentry_sdk
+    from config.sentry import init_sentry
 
-    sentry_sdk.init(dsn=SENTRY_DSN, environment=CONVEYOR_ENV, send_default_pii=False)
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=CONVEYOR_ENV,
+        release=SENTRY_RELEASE or None,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )

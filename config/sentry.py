@@ -1,0 +1,133 @@
+"""Sentry: error reporting for the web, the workers and the scheduler (enabled by SENTRY_DSN).
+
+Called from config/settings.py, so every process that loads the settings reports. What an event
+may carry is decided here, not left to the SDK's defaults:
+
+- operational errors (our 4xx ``ConveyorError``s, DRF's 4xx, 404/403, bad Host headers) are not
+  reported: they are the client's mistake, not ours;
+- every event is tagged with the request id (and, in a worker, the job id and type): the id
+  that the client saw in ``X-Request-ID`` and that the job row stores;
+- nothing secret leaves the process: no local variables (a handler's ``input`` would be one),
+  no request bodies (job inputs arrive in them), no cookies, no Authorization or signature
+  headers; API keys (``cvk_…``), webhook secrets (``whsec_…``) and bearer tokens are masked in
+  every string of the event; and in a worker the values of the running job's input fields that
+  its type marks sensitive (``JobType.sensitive_input_fields``) are replaced wherever they
+  appear (an exception message that quotes them, a log message).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from apps.core.context import current_job, current_request_id
+from apps.core.logs import FILTERED, redact
+
+_SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-csrftoken",
+        "webhook-signature",
+    }
+)
+
+
+@cache
+def project_version() -> str:
+    try:
+        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def init_sentry(
+    *,
+    dsn: str,
+    environment: str,
+    release: str | None = None,
+    traces_sample_rate: float = 0.0,
+) -> None:
+    """Start the SDK with the Django, Celery and Redis integrations and Conveyor's scrubbing."""
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.logging import ignore_logger
+    from sentry_sdk.integrations.redis import RedisIntegration
+
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        release=release or f"conveyor@{project_version()}",
+        traces_sample_rate=traces_sample_rate,
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=before_send,
+        integrations=[
+            # Spans for every middleware and signal cost each request time even unsampled.
+            DjangoIntegration(middleware_spans=False, signals_spans=False, cache_spans=False),
+            CeleryIntegration(monitor_beat_tasks=False),
+            RedisIntegration(),
+        ],
+    )
+    # A request with a bad Host header is logged at ERROR by Django: a scanner, not a bug.
+    ignore_logger("django.security.DisallowedHost")
+
+
+def is_operational(exc: BaseException | None) -> bool:
+    """An error that is the caller's (a 4xx), not a bug."""
+    from django.core.exceptions import PermissionDenied, SuspiciousOperation
+    from django.http import Http404
+    from rest_framework.exceptions import APIException
+
+    from apps.core.errors import ConveyorError
+
+    if isinstance(exc, ConveyorError):
+        return exc.status < 500
+    if isinstance(exc, APIException):
+        return int(exc.status_code) < 500
+    return isinstance(exc, Http404 | PermissionDenied | SuspiciousOperation)
+
+
+def before_send(event: Any, hint: dict[str, Any]) -> Any:
+    exc_info = hint.get("exc_info")
+    if exc_info and is_operational(exc_info[1]):
+        return None
+    tags = event.get("tags")
+    if not isinstance(tags, dict):
+        tags = event["tags"] = dict(tags or {})
+    request_id = current_request_id()
+    if request_id:
+        tags.setdefault("request_id", request_id)
+    job = current_job()
+    if job is not None:
+        tags.setdefault("job_id", str(job.pk))
+        tags.setdefault("job_type", job.type)
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("data", None)
+        request.pop("cookies", None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in list(headers):
+                if name.lower() in _SENSITIVE_HEADERS:
+                    headers[name] = FILTERED
+    return scrub(event)
+
+
+def scrub(value: Any) -> Any:
+    """``value`` (an event, or part of one) with secrets masked in every string."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item) for item in value]
+    return value
