@@ -88,6 +88,20 @@ class WorkerMetricsStep(bootsteps.StartStopStep):
             self.metrics = None
 
 
+@signals.celeryd_init.connect
+def _json_output(instance: Any = None, **kwargs: Any) -> None:
+    """With JSON logs, keep the worker's output JSON: no start-up banner (a block of text;
+    the metrics step logs the queues and pool size instead) and Python warnings through
+    logging (celery warns about root right after this signal)."""
+    import logging
+
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json" and instance is not None:
+        instance.quiet = True
+        logging.captureWarnings(True)
+
+
 @signals.worker_process_shutdown.connect
 def _pool_process_exits(**kwargs: Any) -> None:
     metrics_dirs.process_exited(os.getpid())

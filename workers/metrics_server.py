@@ -54,6 +54,13 @@ class WorkerMetrics:
         )
 
     def start(self, port: int | None) -> None:
+        logger.info(
+            "worker %s: queues %s, %d pool processes",
+            self.name,
+            ",".join(self.queues),
+            self.processes,
+            extra={"worker": self.name, "queues": self.queues, "processes": self.processes},
+        )
         if port is not None:
             if not metrics.multiprocess_dir():
                 logger.error(
