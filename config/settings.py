@@ -267,6 +267,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = BROKER_SCHEME != "filesystem"
+# SIGTERM is a cold shutdown (REMAP_SIGTERM=SIGQUIT in the Procfile): stop taking wake-ups, let
+# the jobs in hand finish for up to this long, then stop them (the maintenance loop re-queues a
+# stopped job once its heartbeat is stale). Keep it below the platform's kill timeout.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=20.0)
 
 # --- Conveyor -------------------------------------------------------------------------------
 # Modules that declare job types; imported when the jobs app starts, the way INSTALLED_APPS is.
