@@ -41,3 +41,5 @@ def test_queue_stats_table() -> None:
     text = out.getvalue()
     assert "default" in text
     assert "queued" in text
+    assert "oldest wait s" in text
+    assert "wake-up messages, not jobs" in text
