@@ -20,6 +20,7 @@ plugin. Imports nothing from Django: gunicorn's master reads it before the app e
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -61,7 +62,11 @@ def prepare(role: str) -> Path | None:
     (``PROMETHEUS_MULTIPROC_DIR``, inherited by the processes forked later). None when metrics
     are off."""
     if "apps.core.metrics" in sys.modules:
-        raise RuntimeError("metrics_dirs.prepare() must run before apps.core.metrics is imported")
+        # Its metrics already hold in-process values: this process's samples would be missing
+        # from the scrape. Loud, but not fatal: metrics never stop a process from working.
+        logging.getLogger(__name__).error(
+            "metrics: prepare(%r) ran after apps.core.metrics was imported", role
+        )
     path: Path | None = None
     if metrics_enabled():
         base = base_dir()
