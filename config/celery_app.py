@@ -26,8 +26,8 @@ def _prepare_metrics(**kwargs: Any) -> None:
     """Give this worker (and the pool it forks) its own Prometheus samples directory.
 
     import_modules is the first thing a starting worker does, and this receiver is connected
-    before the Django fix-up's (which starts Django, importing prometheus-client): it must
-    come first, because prometheus-client picks its mode when imported.
+    before the Django fix-up's, which starts Django and so creates Conveyor's metrics: their
+    values must be created in multiprocess mode, or the pool's samples never reach the scrape.
     """
     global _metrics_dir
     if _metrics_dir is None:
