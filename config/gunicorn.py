@@ -56,6 +56,8 @@ def on_exit(server: object) -> None:
 # log, a second line per request that the app already writes (conveyor.access).
 _production = os.environ.get("CONVEYOR_ENV", "production") == "production"
 if os.environ.get("LOG_FORMAT", "json" if _production else "plain") == "json":
+    import logging
+
     from gunicorn.glogging import Logger
 
     class JsonLogger(Logger):
@@ -65,5 +67,8 @@ if os.environ.get("LOG_FORMAT", "json" if _production else "plain") == "json":
             super().setup(cfg)
             for handler in self.error_log.handlers:
                 handler.setFormatter(JsonFormatter())
+            # Python warnings as log records (JSON once the app's logging is configured),
+            # not as bare text lines on stderr.
+            logging.captureWarnings(True)
 
     logger_class = JsonLogger
