@@ -65,7 +65,9 @@ def init_sentry(
         dsn=dsn,
         environment=environment,
         release=release or f"conveyor@{project_version()}",
-        traces_sample_rate=traces_sample_rate,
+        # None, not 0, when no trace is wanted: with 0 the SDK still builds an (unsampled)
+        # transaction for every request and task.
+        traces_sample_rate=traces_sample_rate or None,
         send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
@@ -79,6 +81,9 @@ def init_sentry(
     )
     # A request with a bad Host header is logged at ERROR by Django: a scanner, not a bug.
     ignore_logger("django.security.DisallowedHost")
+    # One INFO line per request, never an error: as a breadcrumb it would only cost every
+    # request time (the event has the request itself).
+    ignore_logger("conveyor.access")
 
 
 def is_operational(exc: BaseException | None) -> bool:
