@@ -20,6 +20,7 @@ import platform
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -415,15 +416,26 @@ class Bench:
         self.reset_jobs()
 
     def phase_instrumentation(self) -> None:
-        """What access logs and metrics cost GET /jobs/{id}: two servers that differ only in
-        METRICS_ENABLED and ACCESS_LOG, measured in alternation (round by round, the order
-        swapped each round) so that the machine's drift hits both alike."""
+        """What access logs and metrics (and Sentry, with --instrumentation-sentry) cost
+        GET /jobs/{id}: two servers that differ only in them, measured in alternation (round by
+        round, the order swapped each round) so that the machine's drift hits both alike."""
         port_on, port_off = self.port + 1, self.port + 2
+        sentry = ""
+        if self.args.instrumentation_sentry:
+            # A DSN on a closed loopback port: the SDK runs in full, nothing leaves the machine
+            # (no event is sent while nothing fails).
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                sentry = f"http://public@127.0.0.1:{sock.getsockname()[1]}/1"
         on = self._start_gunicorn(
-            "web-instrumented", port_on, METRICS_ENABLED="true", ACCESS_LOG="true"
+            "web-instrumented",
+            port_on,
+            METRICS_ENABLED="true",
+            ACCESS_LOG="true",
+            SENTRY_DSN=sentry,
         )
         off = self._start_gunicorn(
-            "web-bare", port_off, METRICS_ENABLED="false", ACCESS_LOG="false"
+            "web-bare", port_off, METRICS_ENABLED="false", ACCESS_LOG="false", SENTRY_DSN=""
         )
         try:
             job = self.http("POST", "/api/v1/jobs", ECHO)
@@ -455,6 +467,7 @@ class Bench:
             "on_rps": statistics.median(rps["on"]),
             "off_rps": statistics.median(rps["off"]),
             "ratio": statistics.median(ratios),
+            "sentry": bool(sentry),
             # Web CPU per request is what instrumentation adds to; unlike requests/s it hardly
             # moves when other work shares the machine.
             "on_cpu_us_per_request": statistics.median(cpu_us["on"]),
@@ -723,7 +736,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         rows.append(
             (
                 "GET /jobs/{id} instrumented",
-                f"{r['on_rps']:.0f} req/s with metrics + access log, {r['off_rps']:.0f} without",
+                f"{r['on_rps']:.0f} req/s with metrics + access log"
+                f"{' + Sentry' if r.get('sentry') else ''}, {r['off_rps']:.0f} without",
                 f"{r['ratio']:.3f} x (median of paired rounds; target ≥ 0.9)",
             )
         )
@@ -798,6 +812,11 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=20)
     parser.add_argument("--memory-jobs", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--instrumentation-sentry",
+        action="store_true",
+        help="instrumentation phase: the instrumented server also runs Sentry",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 4, 2
