@@ -415,6 +415,9 @@ if METRICS_ENABLED or ACCESS_LOG:
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# false: no per-request Sentry instrumentation (Django, Redis integrations); errors are still
+# reported. config/sentry.py says what it costs.
+SENTRY_INSTRUMENT_REQUESTS = env.bool("SENTRY_INSTRUMENT_REQUESTS", default=True)
 SENTRY_RELEASE = (
     env.str("SENTRY_RELEASE", default="")
     or env.str("RELEASE", default="")
@@ -428,4 +431,5 @@ if SENTRY_DSN and os.environ.get("CONVEYOR_SKIP_SENTRY") != "1":
         environment=CONVEYOR_ENV,
         release=SENTRY_RELEASE or None,
         traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+        instrument_requests=SENTRY_INSTRUMENT_REQUESTS,
     )

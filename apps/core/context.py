@@ -8,6 +8,8 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The HttpRequest being served, for error reports that need its method and path.
+request_var: ContextVar[Any] = ContextVar("request", default=None)
 # The job a worker is running (a Job row), so that log lines and Sentry events of the attempt
 # name it, and the Sentry scrubber knows which input values to keep out of events.
 job_var: ContextVar[Any] = ContextVar("job", default=None)
@@ -28,6 +30,10 @@ def clean_request_id(candidate: str | None) -> str:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+def current_request() -> Any:
+    return request_var.get()
 
 
 def current_job() -> Any:

@@ -11,7 +11,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import LazyObject
 
-from apps.core.context import clean_request_id, request_id_var
+from apps.core.context import clean_request_id, request_id_var, request_var
 from apps.core.metrics import observe_request
 
 access_logger = logging.getLogger("conveyor.access")
@@ -25,9 +25,11 @@ class RequestIdMiddleware:
         request_id = clean_request_id(request.META.get("HTTP_X_REQUEST_ID"))
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
+        request_token = request_var.set(request)
         try:
             response = self.get_response(request)
         finally:
+            request_var.reset(request_token)
             request_id_var.reset(token)
         response["X-Request-ID"] = request_id
         return response

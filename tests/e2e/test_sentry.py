@@ -32,12 +32,23 @@ def _sentry_env(sentry: FakeSentry) -> dict[str, str]:
     return {"SENTRY_DSN": sentry.dsn, "SENTRY_TRACES_SAMPLE_RATE": "0", "RELEASE": "test-sha"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(
+    scope="module",
+    params=[True, False],
+    ids=["with-request-instrumentation", "without-request-instrumentation"],
+)
 def web(
-    sentry: FakeSentry, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    sentry: FakeSentry,
+    django_db_setup: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     # One gunicorn worker: one SDK transport, which sends events in the order they happened.
-    process, base = start_web(tmp_path_factory.mktemp("sentry-web"), **_sentry_env(sentry))
+    process, base = start_web(
+        tmp_path_factory.mktemp("sentry-web"),
+        SENTRY_INSTRUMENT_REQUESTS=str(request.param).lower(),
+        **_sentry_env(sentry),
+    )
     yield base
     process.stop()
 
@@ -70,6 +81,7 @@ def assert_no_secrets(raw: bytes, *secrets: str) -> None:
 def test_a_bug_in_the_web_is_reported_with_the_request_id_and_4xx_are_not(
     transactional_db: None, tenant: Tenant, sentry: FakeSentry, web: str
 ) -> None:
+    sentry.clear()
     key = tenant.api_key
     client_errors = {
         "bad-input": ("POST", "/api/v1/jobs", key, {"type": "no.such.type", "input": {}}),
@@ -102,6 +114,8 @@ def test_a_bug_in_the_web_is_reported_with_the_request_id_and_4xx_are_not(
     assert event["environment"] == "test"
     assert event["release"] == "test-sha"
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+    assert event["request"]["method"] == "POST"
+    assert event["request"]["url"].endswith("/api/v1/jobs")
     assert event["request"]["headers"].get("Authorization") in (None, "[Filtered]")
     # The 4xx requests went first through the same transport: none of them made an event.
     assert {e.get("tags", {}).get("request_id") for e in sentry.events()} == {request_id}
@@ -109,19 +123,16 @@ def test_a_bug_in_the_web_is_reported_with_the_request_id_and_4xx_are_not(
 
 
 def test_a_failing_job_is_reported_by_the_worker_with_the_submitting_request_id(
-    transactional_db: None, tenant: Tenant, sentry: FakeSentry, web: str, worker: ManagedProcess
+    transactional_db: None, tenant: Tenant, sentry: FakeSentry, worker: ManagedProcess
 ) -> None:
     request_id = f"job-{uuid.uuid4().hex}"
     body = {
         "type": "testing.leaky_failure",
         "input": {"password": PASSWORD, "note": f"signed with {WEBHOOK_SECRET}"},
     }
-    status, _, answer = call(
-        web, "POST", "/api/v1/jobs", key=tenant.api_key, body=body,
-        headers={"X-Request-ID": request_id},
-    )  # fmt: skip
-    assert status == 202, answer
-    job_id = json.loads(answer)["id"]
+    response = tenant.post("/api/v1/jobs", body, HTTP_X_REQUEST_ID=request_id)
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
 
     events = wait_for(lambda: events_for(sentry, request_id), timeout=20)
     assert len(events) == 1

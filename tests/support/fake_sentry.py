@@ -84,6 +84,10 @@ class FakeSentry:
         self.server.shutdown()
         self.server.server_close()
 
+    def clear(self) -> None:
+        with self._lock:
+            self.envelopes.clear()
+
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
             return [event for envelope in self.envelopes for event in envelope.events()]
