@@ -11,10 +11,12 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import LazyObject
 
+from apps.core.access_log import LOGGER as ACCESS_LOGGER
+from apps.core.access_log import access_log
 from apps.core.context import clean_request_id, request_id_var, request_var
 from apps.core.metrics import observe_request
 
-access_logger = logging.getLogger("conveyor.access")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 class RequestIdMiddleware:
@@ -62,25 +64,16 @@ class AccessMiddleware:
         status = response.status_code
         if self.metrics:
             observe_request(route, request.method or "", status, seconds)
-        if self.log:
+        if self.log and access_logger.isEnabledFor(logging.INFO):
             # DRF puts the authenticated API client on the Django request. The session user of
             # AuthenticationMiddleware is a lazy object: never evaluated here (a session query).
             user = request.__dict__.get("user")
-            client_id = None if user is None or isinstance(user, LazyObject) else user.pk
-            ms = round(seconds * 1000, 2)
-            access_logger.info(
-                "%s %s %s %sms",
-                request.method,
+            access_log.add(
+                request.method or "",
                 route,
                 status,
-                ms,
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": ms,
-                    "client_id": client_id,
-                    "request_id": getattr(request, "request_id", None),
-                },
+                round(seconds * 1000, 2),
+                None if user is None or isinstance(user, LazyObject) else user.pk,
+                getattr(request, "request_id", None),
             )
         return response

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from apps.core.access_log import access_log
 from apps.core.context import bound_job, request_id_var
 from apps.core.logs import JsonFormatter, PlainFormatter, mask_secrets
 from tests.conftest import Tenant
@@ -87,6 +88,7 @@ def test_secrets_are_masked_in_messages_extras_and_tracebacks() -> None:
 
 @pytest.fixture
 def access_lines() -> Iterator[io.StringIO]:
+    access_log.flush()  # lines of earlier tests
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -100,10 +102,12 @@ def test_one_access_line_per_request_with_route_pattern_status_client_and_reques
     tenant: Tenant, access_lines: io.StringIO
 ) -> None:
     job_id = tenant.submit().json()["id"]
+    access_log.flush()
     access_lines.truncate(0)
     access_lines.seek(0)
     response = tenant.get(f"/api/v1/jobs/{job_id}", HTTP_X_REQUEST_ID="poll-1")
     assert response.status_code == 200
+    access_log.flush()
     lines = [json.loads(line) for line in access_lines.getvalue().splitlines()]
     assert len(lines) == 1
     line = lines[0]
@@ -119,6 +123,39 @@ def test_access_line_of_an_unknown_path_and_an_anonymous_caller(
     anonymous: Any, access_lines: io.StringIO
 ) -> None:
     anonymous.get("/no/such/path?token=cvk_x")
+    access_log.flush()
     line = json.loads(access_lines.getvalue().splitlines()[-1])
     assert (line["route"], line["status"], line["client_id"]) == ("unmatched", 404, None)
     assert "/no/such/path" not in access_lines.getvalue()
+
+
+def test_access_lines_are_written_in_the_background_with_their_requests_time(
+    anonymous: Any, access_lines: io.StringIO
+) -> None:
+    import time
+
+    before = time.time()
+    anonymous.get("/healthz")
+    # The writer thread picks it up within its interval, without flush().
+    deadline = time.monotonic() + 5
+    while not access_lines.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    line = json.loads(access_lines.getvalue().splitlines()[-1])
+    assert line["route"] == "healthz"
+    from datetime import datetime
+
+    written = datetime.fromisoformat(line["time"]).timestamp()
+    assert before - 0.01 <= written <= time.time()
+
+
+def test_a_full_queue_drops_the_oldest_lines_and_says_so(caplog: Any) -> None:
+    from apps.core.access_log import AccessLog
+
+    small = AccessLog(interval=3600, max_pending=2)
+    for status in (200, 201, 202):
+        small.add("GET", "healthz", status, 1.0, None, None)
+    with caplog.at_level(logging.INFO, logger="conveyor.access"):
+        small.flush()
+    statuses = [r.status for r in caplog.records if hasattr(r, "status")]  # type: ignore[attr-defined]
+    assert statuses == [201, 202]
+    assert any("1 lines dropped" in r.getMessage() for r in caplog.records)

@@ -103,11 +103,14 @@ def test_one_request_id_in_web_and_worker_json_logs(
     request_id = f"trace-{uuid.uuid4().hex}"
     job = run_job(base, tenant, request_id)
 
-    access = [
-        line
-        for line in json_lines(web_process.output())
-        if line.get("request_id") == request_id and line["logger"] == "conveyor.access"
-    ]
+    def access_lines() -> list[dict[str, Any]]:
+        return [
+            line
+            for line in json_lines(web_process.output())
+            if line.get("request_id") == request_id and line["logger"] == "conveyor.access"
+        ]
+
+    access = wait_for(access_lines, timeout=5)  # written by a thread, within 50 ms
     assert len(access) == 1
     assert access[0]["route"] == "api/v1/jobs"
     assert (access[0]["method"], access[0]["status"]) == ("POST", 202)
