@@ -36,7 +36,18 @@ class AccessLog:
         self._max_pending = max_pending
         self._dropped = 0
         self._lock = threading.Lock()  # one writer at a time (the thread, flush(), atexit)
+        self._start_lock = threading.Lock()
         self._pid: int | None = None
+        # A child forked while another thread held a lock would inherit it locked for ever, and
+        # would write the parent's queued lines a second time.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._pending = deque()
+        self._dropped = 0
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._pid = None
 
     def add(
         self,
@@ -58,8 +69,12 @@ class AccessLog:
             self._start()
 
     def _start(self) -> None:
-        # Per process: a gunicorn worker forked from a master that logged has no thread yet.
-        self._pid = os.getpid()
+        # Per process: a forked process has the queue but not the thread. With threaded
+        # workers, the first requests may race here; one of them starts it.
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
         threading.Thread(target=self._run, name="conveyor-access-log", daemon=True).start()
         atexit.register(self.flush)
 
