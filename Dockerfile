@@ -8,4 +8,4 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 USER conveyor
 EXPOSE 8000
-CMD ["honcho", "start", "-f", "Procfile", "web"]
+CMD ["bin/run-process", "web"]

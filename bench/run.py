@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,19 @@ class Process:
             except OSError:
                 pass
         return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its descendants, including
+        children that exited (a recycled gunicorn worker's time lands in its master's)."""
+        ticks = 0
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # utime, stime, cutime, cstime (fields 14-17 of /proc/<pid>/stat).
+            ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -233,26 +247,34 @@ class Bench:
                 self.processes.remove(process)
 
     def start_web(self) -> None:
-        self.web = self.start(
-            "web",
-            [
-                str(BIN / "gunicorn"),
-                "config.wsgi",
-                "-c",
-                "config/gunicorn.py",
-                "-b",
-                f"127.0.0.1:{self.port}",
-            ],
-            None,
-        )
+        self.web = self._start_gunicorn("web", self.port)
+
+    def _start_gunicorn(self, name: str, port: int, **env: str) -> Process:
+        env_backup = self.env
+        self.env = {**self.env, **env}
+        try:
+            process = self.start(
+                name,
+                [
+                    str(BIN / "gunicorn"),
+                    "config.wsgi",
+                    "-c",
+                    "config/gunicorn.py",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                ],
+                None,
+            )
+        finally:
+            self.env = env_backup
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1).read()
-                return
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                return process
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("web did not answer")
+        raise RuntimeError(f"{name} did not answer")
 
     def start_workers(self, name: str = "worker") -> Process:
         return self._start_celery(name, ["-Q", "default", "-c", str(self.args.worker_processes)])
@@ -317,6 +339,7 @@ class Bench:
         connections: int = 32,
         duration: float | None = None,
         delay_ms: float | None = None,
+        base: str | None = None,
     ) -> dict[str, Any]:
         script = self.logs / f"wrk-{secrets.token_hex(4)}.lua"
         script.write_text(
@@ -336,7 +359,7 @@ class Bench:
                 f"-d{seconds}s",
                 "-s",
                 str(script),
-                self.base + path,
+                (base or self.base) + path,
             ],
             capture_output=True,
             text=True,
@@ -401,6 +424,68 @@ class Bench:
         paced = self.wrk(path, connections=16, delay_ms=round(16 * 1000 / half, 2))
         result["half_load"] = {"rps": paced["rps"], "p50_ms": paced["p50"], "p99_ms": paced["p99"]}
         self.results["get_job"] = result
+        self.reset_jobs()
+
+    def phase_instrumentation(self) -> None:
+        """What access logs and metrics (and Sentry, with --instrumentation-sentry) cost
+        GET /jobs/{id}: two servers that differ only in them, measured in alternation (round by
+        round, the order swapped each round) so that the machine's drift hits both alike."""
+        port_on, port_off = self.port + 1, self.port + 2
+        sentry = ""
+        if self.args.instrumentation_sentry:
+            # A DSN on a closed loopback port: the SDK runs in full, nothing leaves the machine
+            # (no event is sent while nothing fails).
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                sentry = f"http://public@127.0.0.1:{sock.getsockname()[1]}/1"
+        on = self._start_gunicorn(
+            "web-instrumented",
+            port_on,
+            METRICS_ENABLED="true",
+            ACCESS_LOG="true",
+            SENTRY_DSN=sentry,
+        )
+        off = self._start_gunicorn(
+            "web-bare", port_off, METRICS_ENABLED="false", ACCESS_LOG="false", SENTRY_DSN=""
+        )
+        try:
+            job = self.http("POST", "/api/v1/jobs", ECHO)
+            path = f"/api/v1/jobs/{job['id']}"
+            bases = {"on": f"http://127.0.0.1:{port_on}", "off": f"http://127.0.0.1:{port_off}"}
+            for base in bases.values():
+                self.wrk(path, base=base, duration=2)  # warm up (and cache the job)
+            servers = {"on": on, "off": off}
+            rps: dict[str, list[float]] = {"on": [], "off": []}
+            cpu_us: dict[str, list[float]] = {"on": [], "off": []}
+            ratios = []
+            for round_ in range(self.args.rounds):
+                progress("instrumentation on/off", round_, self.args.rounds)
+                order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
+                measured = {}
+                for mode in order:
+                    cpu_before = servers[mode].cpu_seconds()
+                    stats = self.wrk(path, base=bases[mode])
+                    cpu = servers[mode].cpu_seconds() - cpu_before
+                    measured[mode] = stats["rps"]
+                    rps[mode].append(stats["rps"])
+                    cpu_us[mode].append(cpu / stats["requests"] * 1e6)
+                ratios.append(measured["on"] / measured["off"])
+            progress("instrumentation on/off", self.args.rounds, self.args.rounds)
+        finally:
+            self.stop(on)
+            self.stop(off)
+        self.results["instrumentation"] = {
+            "on_rps": statistics.median(rps["on"]),
+            "off_rps": statistics.median(rps["off"]),
+            "ratio": statistics.median(ratios),
+            "sentry": bool(sentry),
+            # Web CPU per request is what instrumentation adds to; unlike requests/s it hardly
+            # moves when other work shares the machine.
+            "on_cpu_us_per_request": statistics.median(cpu_us["on"]),
+            "off_cpu_us_per_request": statistics.median(cpu_us["off"]),
+            "rounds": {mode: [round(v) for v in values] for mode, values in rps.items()},
+            "cpu_rounds": {mode: [round(v) for v in values] for mode, values in cpu_us.items()},
+        }
         self.reset_jobs()
 
     def phase_latency(self) -> None:
@@ -711,6 +796,24 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 "target p99 < 20 ms",
             )
         )
+    if "instrumentation" in results:
+        r = results["instrumentation"]
+        rows.append(
+            (
+                "GET /jobs/{id} instrumented",
+                f"{r['on_rps']:.0f} req/s with metrics + access log"
+                f"{' + Sentry' if r.get('sentry') else ''}, {r['off_rps']:.0f} without",
+                f"{r['ratio']:.3f} x (median of paired rounds; target ≥ 0.9)",
+            )
+        )
+        rows.append(
+            (
+                "web CPU per GET",
+                f"{r['on_cpu_us_per_request']:.0f} µs instrumented, "
+                f"{r['off_cpu_us_per_request']:.0f} µs bare",
+                f"+{r['on_cpu_us_per_request'] - r['off_cpu_us_per_request']:.0f} µs per request",
+            )
+        )
     if "latency" in results:
         r = results["latency"]
         rows.append(
@@ -778,7 +881,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--phases", default="admission,polling,latency,pipeline,webhooks,memory")
+    parser.add_argument(
+        "--phases", default="admission,polling,instrumentation,latency,pipeline,webhooks,memory"
+    )
     parser.add_argument("--quick", action="store_true", help="short durations and small counts")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling/target alternations")
@@ -794,6 +899,11 @@ def main() -> int:
         "--limited-client",
         action="store_true",
         help="bench with a rate-limited client (counted, never refused) instead of --unlimited",
+    )
+    parser.add_argument(
+        "--instrumentation-sentry",
+        action="store_true",
+        help="instrumentation phase: the instrumented server also runs Sentry",
     )
     args = parser.parse_args()
     if args.quick:

@@ -5,6 +5,7 @@ docs/operations.md explains the choice and the measured capacity.
 """
 
 import os
+from typing import Any
 
 _port = os.environ.get("PORT", "8000")
 _host = "127.0.0.1" if os.environ.get("CONVEYOR_ENV") == "development" else "0.0.0.0"  # noqa: S104
@@ -23,3 +24,51 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# --- Observability ----------------------------------------------------------------------------
+# Prometheus multiprocess mode: the master gives its workers one samples directory (set before
+# any worker imports the app, removed at exit); /metrics in any worker adds up all of them.
+# apps/core/metrics_dirs.py explains the layout.
+_metrics_dir = None
+
+
+def on_starting(server: object) -> None:
+    global _metrics_dir
+    from apps.core import metrics_dirs
+
+    _metrics_dir = metrics_dirs.prepare("web")
+
+
+def child_exit(server: object, worker: Any) -> None:
+    from apps.core import metrics_dirs
+
+    metrics_dirs.process_exited(worker.pid)
+
+
+def on_exit(server: object) -> None:
+    from apps.core import metrics_dirs
+
+    metrics_dirs.remove(_metrics_dir)
+
+
+# gunicorn's own lines (start-up, worker boots and timeouts) in the same format as the app's.
+# Through logger_class rather than logconfig_dict: the latter also turns on gunicorn's access
+# log, a second line per request that the app already writes (conveyor.access).
+_production = os.environ.get("CONVEYOR_ENV", "production") == "production"
+if os.environ.get("LOG_FORMAT", "json" if _production else "plain") == "json":
+    import logging
+
+    from gunicorn.glogging import Logger
+
+    class JsonLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            from apps.core.logs import JsonFormatter
+
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.setFormatter(JsonFormatter())
+            # Python warnings as log records (JSON once the app's logging is configured),
+            # not as bare text lines on stderr.
+            logging.captureWarnings(True)
+
+    logger_class = JsonLogger

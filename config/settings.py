@@ -281,12 +281,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-# The Procfile maps SIGTERM to Celery's cold shutdown (REMAP_SIGTERM=SIGQUIT), which first waits
-# this long for running tasks (a wake-up task ends within WORKER_DRAIN_SECONDS plus one job):
-# keep it under the platform's kill timeout. A job still running after it is taken back by the
-# maintenance loop.
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=25.0)
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = BROKER_SCHEME != "filesystem"
+# SIGTERM is a cold shutdown (REMAP_SIGTERM=SIGQUIT in the Procfile): stop taking wake-ups, let
+# the jobs in hand finish for up to this long, then stop them (the maintenance loop re-queues a
+# stopped job once its heartbeat is stale). Keep it below the platform's kill timeout.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", default=20.0)
 
 # --- Conveyor -------------------------------------------------------------------------------
 # Modules that declare job types; imported when the jobs app starts, the way INSTALLED_APPS is.
@@ -425,26 +424,64 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Logging ----------------------------------------------------------------------------------
+# --- Observability: logs, metrics, Sentry (docs/operations.md) --------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# json: one JSON object per line (log shippers); plain: for a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+# One line per HTTP request on the conveyor.access logger, whatever LOG_LEVEL says.
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "apps.core.logs.JsonFormatter"},
+        "plain": {"()": "apps.core.logs.PlainFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
         "httpx": {"level": "WARNING"},  # one line per webhook attempt is conveyor.webhooks'
         "celery": {"level": LOG_LEVEL},
+        "conveyor.access": {"level": "INFO" if ACCESS_LOG else "WARNING"},
     },
 }
 
-# --- Sentry -----------------------------------------------------------------------------------
-SENTRY_DSN = env.str("SENTRY_DSN", default="")
-if SENTRY_DSN and os.environ.get("CONVEYOR_SKIP_SENTRY") != "1":
-    import sentry_sdk
+# Prometheus: the web serves /metrics, each worker its own port (celery worker --metrics-port).
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS",
+    default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+WORKER_METRICS_BIND = env.str(
+    "WORKER_METRICS_BIND",
+    default="0.0.0.0" if IS_PRODUCTION else "127.0.0.1",  # noqa: S104
+)
+# Each worker records itself in Redis this often; /metrics counts the live ones.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
+if METRICS_ENABLED or ACCESS_LOG:
+    MIDDLEWARE.insert(0, "apps.core.middleware.AccessMiddleware")
 
-    sentry_sdk.init(dsn=SENTRY_DSN, environment=CONVEYOR_ENV, send_default_pii=False)
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# false: no per-request Sentry instrumentation (Django, Redis integrations); errors are still
+# reported. config/sentry.py says what it costs.
+SENTRY_INSTRUMENT_REQUESTS = env.bool("SENTRY_INSTRUMENT_REQUESTS", default=True)
+SENTRY_RELEASE = (
+    env.str("SENTRY_RELEASE", default="")
+    or env.str("RELEASE", default="")
+    or env.str("GIT_SHA", default="")
+)
+if SENTRY_DSN and os.environ.get("CONVEYOR_SKIP_SENTRY") != "1":
+    from config.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=CONVEYOR_ENV,
+        release=SENTRY_RELEASE or None,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+        instrument_requests=SENTRY_INSTRUMENT_REQUESTS,
+    )

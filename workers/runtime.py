@@ -35,6 +35,8 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
+from apps.core.context import bound_job
+from apps.core.logs import sensitive_strings
 from apps.jobs import services
 from apps.jobs.dispatch import publish_wakeups
 from apps.jobs.models import Job
@@ -322,8 +324,22 @@ def _finish(job: Job, outcome: Callable[[], Job | None]) -> str:
 
 
 def run_claimed(job: Job) -> str:
-    """Run one claimed (``running``) job and record its outcome. Returns the final status."""
+    """Run one claimed (``running``) job and record its outcome. Returns the final status.
+
+    Log lines and Sentry events of the attempt carry the job's id and the id of the request
+    that submitted it (wake-up messages name no job, so the id comes from the row).
+    """
     job_type = get_job_type(job.type)
+    sensitive = (
+        sensitive_strings(job.input, job_type.sensitive_input_fields)
+        if job_type is not None and job_type.sensitive_input_fields
+        else ()
+    )
+    with bound_job(job, sensitive):
+        return _run_claimed(job, job_type)
+
+
+def _run_claimed(job: Job, job_type: JobType | None) -> str:
     if job_type is None:
         # A worker deployed without this type (a rolling deploy, a missing module): retried,
         # so that a worker that knows the type can run it.

@@ -39,6 +39,12 @@ class NotAuthenticated(ConveyorError):
     default_message = "A valid API key is required (Authorization: Bearer <key>)."
 
 
+class Forbidden(ConveyorError):
+    status = 403
+    code = "forbidden"
+    default_message = "Not allowed from here."
+
+
 class NotFound(ConveyorError):
     status = 404
     code = "not_found"

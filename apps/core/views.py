@@ -49,6 +49,31 @@ class BenchConstantView(APIView):
         return Response({"status": "ok"})
 
 
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of the web processes, plus queue depths and live workers (read now).
+
+    Open to direct requests from METRICS_ALLOWED_NETWORKS (default: loopback and private
+    ranges); anyone else needs ``Authorization: Bearer $METRICS_TOKEN``. 404 with metrics off.
+    """
+    from django.conf import settings
+
+    from apps.core import metrics as prometheus
+
+    if not settings.METRICS_ENABLED:
+        return error_http_response(errors.NotFound())
+    if not prometheus.access_allowed(
+        request.META,
+        allowed_networks=settings.METRICS_ALLOWED_NETWORKS,
+        token=settings.METRICS_TOKEN,
+    ):
+        error = errors.Forbidden(
+            "Metrics are open to the allowed networks only; elsewhere send "
+            "Authorization: Bearer <METRICS_TOKEN>."
+        )
+        return error_http_response(error)
+    return HttpResponse(prometheus.render(deployment=True), content_type=prometheus.CONTENT_TYPE)
+
+
 def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness: each backing service answers within a short timeout (apps.core.health)."""
     from apps.core.health import readiness

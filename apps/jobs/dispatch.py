@@ -30,6 +30,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import connections, transaction
 
+from apps.core.context import current_request_id
 from apps.jobs.models import Job
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ def publish_wakeups(counts: Mapping[str, int]) -> int:
     """
     app = current_app
     published = 0
+    # The publisher's request id, where there is one (a wake-up sent from a web request): a
+    # hint for tracing the message. Jobs carry their own (Job.request_id); a wake-up names none.
+    request_id = current_request_id()
+    headers = {"request_id": request_id} if request_id else None
     try:
         with app.producer_or_acquire() as producer:
             for queue, count in counts.items():
@@ -63,6 +68,7 @@ def publish_wakeups(counts: Mapping[str, int]) -> int:
                         queue=queue,
                         producer=producer,
                         ignore_result=True,
+                        headers=headers,
                     )
                     published += 1
     except Exception:

@@ -25,6 +25,7 @@ from apps.core.errors import InvalidState, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
+from apps.jobs.instrumentation import record_submitted
 from apps.jobs.models import (
     ACTIVE_STATUSES,
     WAITING_STATUSES,
@@ -154,6 +155,7 @@ def job_submit(
     # webhook, no cache entry yet), so job_changed is not sent for it.
     with atomic_unless_single_statement():
         insert_jobs([job])
+    record_submitted([job])
     return job
 
 
@@ -203,6 +205,7 @@ def job_submit_batch(
     ]
     with transaction.atomic():
         insert_jobs(jobs)
+    record_submitted(jobs)
     return jobs
 
 

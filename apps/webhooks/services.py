@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.clients.models import ApiClient
 from apps.core.db import update_returning
+from apps.core.metrics import webhook_deliveries_total, webhook_delivery_seconds
 from apps.jobs.models import Job
 from apps.jobs.representation import job_to_dict, rfc3339
 from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
@@ -194,6 +195,9 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
             ]
         )
         WebhookDelivery.objects.filter(pk=delivery.pk).update(**update)
+    if settings.METRICS_ENABLED:
+        webhook_deliveries_total.labels(outcome).inc()
+        webhook_delivery_seconds.observe(answer.latency_ms / 1000)
     log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
     log(
         "webhook %s %s to %s: %s (%s, %.0f ms)",

@@ -32,3 +32,14 @@ def test_queue_stats_reports_depth_and_statuses(fresh_queue: Any) -> None:
         stats["queues"][queue]["oldest_queued_age_seconds"] >= 0
     )
     assert "default" in stats["queues"]
+
+
+def test_queue_stats_table() -> None:
+    JobFactory(status=JobStatus.QUEUED)
+    out = StringIO()
+    call_command("queue_stats", stdout=out)
+    text = out.getvalue()
+    assert "default" in text
+    assert "queued" in text
+    assert "oldest wait s" in text
+    assert "wake-up messages, not jobs" in text

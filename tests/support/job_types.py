@@ -50,3 +50,34 @@ def crash(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
 def bad_result(ctx: JobContext, input: dict[str, Any]) -> Any:
     """Returns something that is not a JSON object."""
     return ["not", "a", "dict"]
+
+
+class SecretInput(serializers.Serializer):
+    password = serializers.CharField()
+    note = serializers.CharField(required=False, default="")
+
+
+class BuggyValidatorInput(SecretInput):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("the validator of testing.buggy_validator has a bug")
+
+
+@job_type(
+    "testing.buggy_validator",
+    input=BuggyValidatorInput,
+    sensitive_input_fields=frozenset({"password"}),
+)
+def buggy_validator(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Never runs: validating its input fails with an unexpected error (a bug → 500)."""
+    return {}
+
+
+@job_type(
+    "testing.leaky_failure",
+    input=SecretInput,
+    max_attempts=1,
+    sensitive_input_fields=frozenset({"password"}),
+)
+def leaky_failure(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Fails with an unexpected error whose message quotes its secret input."""
+    raise RuntimeError(f"could not log in with {input['password']} ({input['note']})")

@@ -286,3 +286,28 @@ def test_deliveries_endpoint_lists_attempts_for_the_owner_only(
     assert delivery["status"] == "delivered"
     assert [a["status_code"] for a in delivery["attempts"]] == [500, 200]
     assert_error(other_tenant.get(f"/api/v1/jobs/{job['id']}/deliveries"), 404, "not_found")
+
+
+def test_delivery_outcomes_and_latency_are_counted(tenant: Tenant, receiver: Receiver) -> None:
+    from apps.core.metrics import webhook_deliveries_total, webhook_delivery_seconds
+
+    def sample(metric: Any, suffix: str, labels: dict[str, str]) -> float:
+        for family in metric.collect():
+            for s in family.samples:
+                if s.name.endswith(suffix) and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return 0.0
+
+    delivered_before = sample(webhook_deliveries_total, "_total", {"outcome": "delivered"})
+    retries_before = sample(webhook_deliveries_total, "_total", {"outcome": "retry"})
+    count_before = sample(webhook_delivery_seconds, "_count", {})
+    receiver.answer(500, 200)
+    run_to_success(submit(tenant, receiver)["id"])
+    deliver_due()
+    make_due()
+    deliver_due()
+    assert sample(webhook_deliveries_total, "_total", {"outcome": "retry"}) == retries_before + 1
+    assert (
+        sample(webhook_deliveries_total, "_total", {"outcome": "delivered"}) == delivered_before + 1
+    )
+    assert sample(webhook_delivery_seconds, "_count", {}) == count_before + 2

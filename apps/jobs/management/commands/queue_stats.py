@@ -37,6 +37,8 @@ class Command(BaseCommand):
                 else f"{row['oldest_queued_age_seconds']:.1f}"
             )
             self.stdout.write(f"{name:<20} {depth:>12} {row['queued']:>12} {oldest:>14}")
+        # Broker messages are wake-ups (one drains many jobs): the backlog is "queued jobs".
+        self.stdout.write("(broker depth counts wake-up messages, not jobs)")
         self.stdout.write("")
         self.stdout.write(f"{'status':<20} {'jobs':>12}")
         for status, count in stats["statuses"].items():

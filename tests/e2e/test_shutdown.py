@@ -1,0 +1,63 @@
+"""Graceful shutdown of a worker as the Procfile runs it (REMAP_SIGTERM=SIGQUIT): on SIGTERM it
+stops taking wake-ups, lets the job in hand finish within WORKER_SHUTDOWN_GRACE_SECONDS, and
+stops a job that takes longer, which the maintenance loop then puts back in the queue."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from apps.jobs.maintenance import jobs_recover_stale
+from apps.jobs.models import Job, JobStatus
+from tests.conftest import Tenant, empty_test_broker
+from tests.support.processes import start_worker, wait_for
+
+pytestmark = [pytest.mark.e2e]
+
+GRACE = 3
+
+
+def status_of(job_id: str) -> str:
+    return Job.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+def test_sigterm_lets_a_short_job_finish_and_a_long_one_come_back(
+    tmp_path: Path, transactional_db: None, tenant: Tenant, settings: Any
+) -> None:
+    empty_test_broker()
+    worker = start_worker(
+        tmp_path, name="stopping", REMAP_SIGTERM="SIGQUIT", WORKER_SHUTDOWN_GRACE_SECONDS=str(GRACE)
+    )
+    try:
+        short = tenant.submit(input={"message": "short", "sleep_seconds": 1}).json()["id"]
+        long = tenant.submit(input={"message": "long", "sleep_seconds": 60}).json()["id"]
+        wait_for(lambda: status_of(short) == status_of(long) == JobStatus.RUNNING, timeout=10)
+        queued_later = tenant.submit().json()["id"]
+        stopped_at = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        worker.proc.wait(GRACE + 10)
+        took = time.monotonic() - stopped_at
+    finally:
+        worker.stop()
+    assert took < GRACE + 8
+    assert status_of(short) == JobStatus.SUCCEEDED
+    # No new work was taken while shutting down.
+    assert status_of(queued_later) == JobStatus.QUEUED
+    # The long job was stopped in its first attempt; once its heartbeat is stale, the
+    # maintenance loop queues it again.
+    assert status_of(long) == JobStatus.RUNNING
+    later = timezone.now() + timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS + 1)
+    assert (
+        jobs_recover_stale(
+            heartbeat_timeout=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS, grace=0, now=later
+        )
+        == 1
+    )
+    job = Job.objects.get(pk=long)
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
