@@ -21,6 +21,7 @@ os.environ.setdefault("JOB_TIMEOUT_GRACE_SECONDS", "2")
 os.environ.setdefault("JOB_STALLED_AFTER_SECONDS", "2")
 os.environ.setdefault("WEBHOOK_RETRY_BASE_SECONDS", "0.2")
 os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "2")
+os.environ.setdefault("WORKER_SHUTDOWN_GRACE_SECONDS", "4")
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("BENCHMARK_ENDPOINTS", "true")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,15 +18,25 @@ from tests.support.receiver import Receiver
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def pools(tmp_path: Path) -> Iterator[list[ManagedProcess]]:
-    started = [
-        start_worker(tmp_path, name="jobs", queues="default", relay=False),
-        start_worker(
-            tmp_path, name="hooks", queues="webhooks", pool="threads", concurrency=8, relay=False
-        ),
-        start_scheduler(tmp_path),
-    ]
+@pytest.fixture(scope="module")
+def pools(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ManagedProcess]]:
+    """The job pool, the webhook pool and the scheduler, shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("webhook-pools")
+    with django_db_blocker.unblock():
+        started = [
+            start_worker(tmp_path, name="jobs", queues="default", relay=False),
+            start_worker(
+                tmp_path,
+                name="hooks",
+                queues="webhooks",
+                pool="threads",
+                concurrency=8,
+                relay=False,
+            ),
+            start_scheduler(tmp_path),
+        ]
     yield started
     for process in started:
         process.stop()
