@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from apps.clients.keys import hash_api_key, looks_like_api_key
@@ -143,9 +145,17 @@ def authenticate_key(
 
 
 def _client_from_entry(entry: bytes) -> ApiClient:
+    """The client as the cache describes it: the cached fields set, the others deferred (loaded
+    from the database if ever read), as a queryset's ``.only()`` would give it. Not through
+    ``ApiClient(**fields)``, which would compute every missing field's default (a new webhook
+    secret among them) on every request."""
     fields = orjson.loads(entry)
     key_id = fields.pop("key_id")
-    client = ApiClient(**fields)
+    client = ApiClient.__new__(ApiClient)
+    client._state = ModelState()
+    client._state.adding = False
+    client._state.db = DEFAULT_DB_ALIAS
+    client.__dict__.update(fields)
     client.api_key_id = key_id  # type: ignore[attr-defined]
     return client
 
