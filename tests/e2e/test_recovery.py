@@ -76,11 +76,10 @@ def test_sigkill_of_a_worker_mid_job_runs_the_job_again_once(
     job = submit(client, sleep_seconds=2)
     wait_status(job, {JobStatus.RUNNING})
     worker.kill_group()  # the machine vanishes: no warm shutdown, no ack, no goodbye
-    killed_at = time.monotonic()
+    killed_at = time.time()
     survivor = start_worker(tmp_path, name="survivor", relay=False)
     try:
         done = wait_status(job, TERMINAL, timeout=40)
-        recovered_after = time.monotonic() - killed_at
     finally:
         survivor.stop()
     assert done.status == JobStatus.SUCCEEDED
@@ -89,8 +88,9 @@ def test_sigkill_of_a_worker_mid_job_runs_the_job_again_once(
     assert finished_once(done)
     recovery = JobEvent.objects.get(job_id=job.pk, from_status="running", to_status="queued")
     assert recovery.details["error"]["code"] == "worker_lost"
-    # Taken back within twice the heartbeat timeout (plus the 2 s the job itself runs).
-    assert recovered_after < 2 * settings.JOB_HEARTBEAT_TIMEOUT_SECONDS + 2 + 3
+    # Taken back (the recovery event written) within twice the heartbeat timeout of the kill.
+    recovered_after = recovery.at.timestamp() - killed_at
+    assert 0 < recovered_after < 2 * settings.JOB_HEARTBEAT_TIMEOUT_SECONDS
 
 
 def test_a_poison_job_that_kills_its_worker_stops_after_max_attempts(
