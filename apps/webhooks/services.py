@@ -18,11 +18,12 @@ import logging
 import random
 import time
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
@@ -109,23 +110,43 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
 
     A lease lost in a database crash only means the delivery is sent again, with the same
     webhook-id: so the claim commits without waiting for its WAL flush (as a job's claim does).
+    On PostgreSQL it is one statement, its own transaction.
     """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 20)
+    using = router.db_for_write(WebhookDelivery)
+    if connections[using].vendor == "postgresql":
+        rows = list(WebhookDelivery.objects.db_manager(using).raw(_claim_sql(), [lease, now]))
+        return rows[0] if rows else None
     due = (
         WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .order_by("next_attempt_at", "id")
         .select_for_update(skip_locked=True)
         .values("pk")[:1]
     )
-    with transaction.atomic():  # FOR UPDATE needs one, even inside a single statement
+    with transaction.atomic(using=using):
         rows = update_returning(
             WebhookDelivery.objects.filter(pk=Subquery(due), status=DeliveryStatus.PENDING),
-            async_commit=True,
             next_attempt_at=lease,
             attempts=F("attempts") + 1,
         )
     return rows[0] if rows else None
+
+
+@cache
+def _claim_sql() -> str:
+    # 'pending' is a literal, not a parameter, so that a generic plan still matches the partial
+    # index delivery_due (status = 'pending').
+    table = WebhookDelivery._meta.db_table
+    columns = ", ".join(f'"{f.column}"' for f in WebhookDelivery._meta.concrete_fields)
+    pending = DeliveryStatus.PENDING.value
+    return (
+        f'UPDATE "{table}" SET "next_attempt_at" = %s, "attempts" = "attempts" + 1 '
+        f'WHERE "id" = (SELECT "id" FROM "{table}" WHERE "status" = \'{pending}\' '
+        f'AND "next_attempt_at" <= %s ORDER BY "next_attempt_at", "id" '
+        f"LIMIT 1 FOR UPDATE SKIP LOCKED) AND \"status\" = '{pending}' "
+        f"RETURNING {columns}, set_config('synchronous_commit', 'off', true) AS async_commit"
+    )
 
 
 def _overtaken(delivery: WebhookDelivery) -> bool:
@@ -181,21 +202,18 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
             update.update(next_attempt_at=next_attempt)
         if not answer.error:
             update["last_error"] = f"HTTP {status_code}"
-    with transaction.atomic():
-        WebhookAttempt.objects.bulk_create(
-            [
-                WebhookAttempt(
-                    delivery_id=delivery.pk,
-                    at=now,
-                    status_code=status_code,
-                    latency_ms=answer.latency_ms,
-                    outcome=outcome,
-                    error=answer.error[:500],
-                    response_excerpt=answer.excerpt,
-                )
-            ]
-        )
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(**update)
+    _record(
+        delivery.pk,
+        {
+            "at": now,
+            "status_code": status_code,
+            "latency_ms": answer.latency_ms,
+            "outcome": outcome,
+            "error": answer.error[:500],
+            "response_excerpt": answer.excerpt,
+        },
+        update,
+    )
     if settings.METRICS_ENABLED:
         webhook_deliveries_total.labels(outcome).inc()
         webhook_delivery_seconds.observe(answer.latency_ms / 1000)
@@ -210,6 +228,39 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
         answer.latency_ms,
     )
     return str(update.get("status", DeliveryStatus.PENDING))
+
+
+def _record(delivery_id: int, attempt: dict[str, Any], update: dict[str, Any]) -> None:
+    """Write the attempt's row and the delivery's new state together: on PostgreSQL in one
+    statement (a data-modifying CTE, its own transaction), elsewhere in a transaction."""
+    using = router.db_for_write(WebhookDelivery)
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=using):
+            WebhookAttempt.objects.using(using).create(delivery_id=delivery_id, **attempt)
+            WebhookDelivery.objects.using(using).filter(pk=delivery_id).update(**update)
+        return
+    sql = _record_sql(tuple(attempt), tuple(update))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [delivery_id, *attempt.values(), *update.values(), delivery_id])
+
+
+@cache
+def _record_sql(attempt_fields: tuple[str, ...], update_fields: tuple[str, ...]) -> str:
+    def column(model: Any, name: str) -> str:
+        return f'"{model._meta.get_field(name).column}"'
+
+    attempts = WebhookAttempt._meta.db_table
+    deliveries = WebhookDelivery._meta.db_table
+    insert_columns = ", ".join(
+        column(WebhookAttempt, name) for name in ("delivery", *attempt_fields)
+    )
+    placeholders = ", ".join(["%s"] * (len(attempt_fields) + 1))
+    assignments = ", ".join(f"{column(WebhookDelivery, name)} = %s" for name in update_fields)
+    return (
+        f'WITH a AS (INSERT INTO "{attempts}" ({insert_columns}) VALUES ({placeholders})) '
+        f'UPDATE "{deliveries}" SET {assignments} WHERE "id" = %s'
+    )
 
 
 def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
