@@ -65,6 +65,8 @@ clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker
 
 .PHONY: bench
 bench: install-dev services  ## Benchmarks (BENCH_ARGS="--quick" for a short run); see docs/benchmarks.md
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } \
+	  || echo "wrk is needed: apt-get install wrk" >&2
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 .PHONY: soak
