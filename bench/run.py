@@ -356,7 +356,7 @@ class Bench:
                 "wrk",
                 "-t2",
                 f"-c{connections}",
-                f"-d{seconds}s",
+                f"-d{max(1, round(seconds))}s",
                 "-s",
                 str(script),
                 (base or self.base) + path,
