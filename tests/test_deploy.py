@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.prerequisites import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SECRET = "k3Jd9f0s8Hq2mZx7Lp4Wv1Nb6Tc5Ry0Ue3Ia8Oo2Sd"
@@ -33,7 +35,7 @@ def compose_command() -> list[str] | None:
 def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     command = compose_command()
     if command is None:
-        pytest.skip("no docker compose / docker-compose binary here (the YAML checks still run)")
+        missing("no docker compose / docker-compose binary here (the YAML checks still run)")
     clean = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     return subprocess.run(
         [*command, "-f", str(COMPOSE_FILE), "config", "-q"],

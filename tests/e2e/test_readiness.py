@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.http import call
+from tests.support.prerequisites import missing
 from tests.support.processes import ManagedProcess, free_port, start_web, wait_for
 
 pytestmark = [pytest.mark.e2e]
@@ -47,7 +48,7 @@ class OwnRedis:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[OwnRedis]:
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
+        missing("redis-server is not installed")
     server = OwnRedis(tmp_path)
     server.start()
     yield server

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.pgcluster import PgCluster, postgres_bin
+from tests.support.prerequisites import missing
 from tests.support.processes import ROOT, ManagedProcess, service_env, start_web
 
 
@@ -56,7 +57,7 @@ class Cluster:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     if postgres_bin() is None:
-        pytest.skip("PostgreSQL server binaries are not installed (set PG_BIN)")
+        missing("PostgreSQL server binaries are not installed (set PG_BIN)")
     with PgCluster() as pg:
         cluster = Cluster(pg)
         cluster.manage("migrate", "--noinput", "-v", "0")
