@@ -1,6 +1,6 @@
-"""A test whose prerequisite (a server binary, a CLI) is missing skips on a developer's machine
-and fails in CI (``CI`` set), where .ci/run and .ci/services.sh provide everything: a green CI
-run never hides a test that did not run."""
+"""A test whose prerequisite (a server binary, a CLI, PostgreSQL as the database) is missing
+skips on a developer's machine and fails in CI (``CI`` set), where .ci/run and .ci/services.sh
+provide everything: a green CI run never hides a test that did not run."""
 
 from __future__ import annotations
 
