@@ -26,8 +26,17 @@ install: uv  ## Install the runtime dependencies into .venv from uv.lock
 install-dev: uv  ## Install runtime and development dependencies
 	$(UV) sync --frozen
 
+# A local .env for development: settings read it, so `manage.py …` works as the README shows
+# without exporting anything. An existing .env is left as it is (the environment still wins).
+ENV_FILE ?= .env
+$(ENV_FILE):
+	@printf '%s\n' '# Written by `make run` for local development; config/settings.py reads it and' \
+	  '# the environment overrides it. Deployments set real variables and ship no .env.' \
+	  'CONVEYOR_ENV=development' > $@
+	@echo "wrote $@ (CONVEYOR_ENV=development)"
+
 .PHONY: run
-run: install  ## Install, migrate, create a demo client, start web + worker + scheduler
+run: install $(ENV_FILE)  ## Install, migrate, create a demo client, start web + worker + scheduler
 	@mkdir -p var
 	CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py migrate --noinput -v 0
 	@CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py demo_client
@@ -61,7 +70,7 @@ format: install-dev  ## Apply ruff's formatting and safe fixes
 
 .PHONY: clean
 clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker, cache)
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .env .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: bench
 bench: install-dev services  ## Benchmarks (BENCH_ARGS="--quick" for a short run); see docs/benchmarks.md

@@ -1,8 +1,9 @@
 """Conveyor settings, read from the environment.
 
-Every knob an operator may turn is an environment variable; README.md lists them all. With
-nothing set, Conveyor runs on embedded defaults (SQLite, Celery's filesystem transport and a file
-cache under ``var/``) so that ``make run`` works on a bare machine.
+Every knob an operator may turn is an environment variable (or a line of a local ``.env``);
+README.md lists them all. With nothing set, Conveyor runs on embedded defaults (SQLite, Celery's
+filesystem transport and a file cache under ``var/``) so that ``make run`` works on a bare
+machine.
 
 ``CONVEYOR_ENV`` picks the safety rules: ``production`` (the default, so that a deploy that forgot
 to say otherwise is safe) refuses a missing or insecure ``SECRET_KEY``, ``DEBUG`` on and
@@ -20,6 +21,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+
+# A local ``.env`` (``make run`` writes one with ``CONVEYOR_ENV=development``) fills in what the
+# environment leaves unset, so that ``manage.py`` commands run as the README shows them. The
+# environment always wins; deployments set their variables and ship no ``.env`` (it is in
+# .gitignore and .dockerignore). CONVEYOR_ENV_FILE names another file, or none when empty.
+ENV_FILE = os.environ.get("CONVEYOR_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 
 CONVEYOR_ENV = env.str("CONVEYOR_ENV", default="production")
 if CONVEYOR_ENV not in {"production", "development", "test"}:
@@ -236,7 +245,7 @@ else:
     }
 
 # --- Celery (read by config/celery_app.py through the CELERY_ namespace) ---------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://localhost/")
 BROKER_SCHEME = urlsplit(CELERY_BROKER_URL).scheme.split("+")[0]
 if BROKER_SCHEME == "filesystem":
     _broker_dir = VAR_DIR / "broker"

@@ -4,10 +4,13 @@ types."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 import yaml
 
 from tests.support.prerequisites import missing
+from tests.support.processes import VENV_BIN, ManagedProcess, free_port, service_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -48,15 +52,69 @@ def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+FLOWER_AUTH = "ops:k9Pq2Zs7Lw4Nx1Bv"
+
+
 def test_compose_accepts_the_file() -> None:
-    result = compose_config(SECRET_KEY=SECRET)
+    result = compose_config(SECRET_KEY=SECRET, FLOWER_BASIC_AUTH=FLOWER_AUTH)
     assert result.returncode == 0, result.stderr
 
 
 def test_compose_refuses_to_start_without_a_secret_key() -> None:
-    result = compose_config()
+    result = compose_config(FLOWER_BASIC_AUTH=FLOWER_AUTH)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_compose_refuses_to_start_flower_without_a_password() -> None:
+    result = compose_config(SECRET_KEY=SECRET)
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_flower_asks_for_a_password_and_listens_on_loopback_only(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+    assert all(str(port).startswith("127.0.0.1:") for port in flower["ports"])
+
+
+def test_flower_refuses_a_request_without_the_password(tmp_path: Path) -> None:
+    """Flower as docker-compose runs it (its password from FLOWER_BASIC_AUTH), for real."""
+    port = free_port()
+    flower = ManagedProcess(
+        "flower",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        service_env(FLOWER_BASIC_AUTH=FLOWER_AUTH),
+        tmp_path / "flower.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/workers"
+        wait_for(lambda: _status(url) is not None, timeout=30, interval=0.2)
+        assert _status(url) == 401
+        assert _status(url, auth=FLOWER_AUTH) == 200
+        assert _status(url, auth="ops:wrong-password") == 401
+    finally:
+        flower.stop()
+
+
+def _status(url: str, auth: str | None = None) -> int | None:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def procfile_types() -> dict[str, str]:

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import Count
 
-from apps.jobs.dispatch import CHANNEL, parse_payload, publish_wakeups, wakeups_for
+from apps.jobs.dispatch import CHANNEL, parse_payload, publish_wakeups, uses_relay, wakeups_for
 from apps.jobs.models import Job, JobStatus
 
 logger = logging.getLogger("conveyor.relay")
@@ -54,16 +54,30 @@ class WakeupRelay:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        # One traceback per outage, then one line per retry, retries backing off to 10 s: a
+        # database that stays down must not fill the log with a traceback a second.
+        failures = 0
         while not self._stop.is_set():
             try:
                 with psycopg.connect(**_connection_params(), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     logger.info("wake-up relay listening on %s", CHANNEL)
+                    failures = 0
                     self._catch_up()
                     self._relay(conn)
-            except Exception:
-                logger.exception("wake-up relay lost its connection; reconnecting")
-                self._stop.wait(1.0)
+            except Exception as exc:
+                failures += 1
+                delay = min(10.0, 2.0 ** (failures - 1))
+                if failures == 1:
+                    logger.exception("wake-up relay lost its connection; reconnecting")
+                else:
+                    logger.warning(
+                        "wake-up relay still without a connection (%s: %s); retry in %.0f s",
+                        type(exc).__name__,
+                        str(exc).strip()[:200],
+                        delay,
+                    )
+                self._stop.wait(delay)
 
     def _catch_up(self) -> None:
         """Wake every queue with queued jobs: notifications sent while away are lost."""
@@ -92,5 +106,16 @@ class WakeupRelay:
             self.published += publish_wakeups({q: wakeups_for(n) for q, n in pending.items()})
 
 
-def start_relay() -> WakeupRelay:
+def start_relay() -> WakeupRelay | None:
+    """Start the relay, or explain once why none is needed: without PostgreSQL (the embedded
+    SQLite default) or with ``WAKEUP_RELAY=false``, the web process publishes wake-ups itself
+    after each commit (apps/jobs/dispatch.py), so there is nothing to listen to."""
+    if not uses_relay():
+        logger.info(
+            "wake-up relay not started: the database is %s and WAKEUP_RELAY=%s; wake-ups are "
+            "published after each commit instead",
+            connections["default"].vendor,
+            settings.WAKEUP_RELAY,
+        )
+        return None
     return WakeupRelay(window=settings.RELAY_WINDOW_SECONDS).start()

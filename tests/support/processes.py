@@ -163,7 +163,14 @@ def start_worker(
 
 def start_scheduler(tmp_path: Path, **env: str) -> ManagedProcess:
     """The maintenance worker with its embedded beat, as the Procfile runs it."""
-    argv = [
+    argv = scheduler_argv(tmp_path)
+    process = ManagedProcess("scheduler", argv, service_env(**env), tmp_path / "scheduler.log")
+    process.wait_for_output("ready.")
+    return process
+
+
+def scheduler_argv(tmp_path: Path) -> list[str]:
+    return [
         str(VENV_BIN / "celery"),
         "-A",
         "config",
@@ -183,9 +190,6 @@ def start_scheduler(tmp_path: Path, **env: str) -> ManagedProcess:
         "-l",
         "info",
     ]
-    process = ManagedProcess("scheduler", argv, service_env(**env), tmp_path / "scheduler.log")
-    process.wait_for_output("ready.")
-    return process
 
 
 def start_web(tmp_path: Path, *, workers: int = 1, **env: str) -> tuple[ManagedProcess, str]:
