@@ -21,7 +21,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.errors import InvalidState, QuotaExceeded, ValidationFailed
+from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
@@ -286,7 +286,11 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
             if updated is not None:
                 publish_on_commit([updated])
                 return updated
-        job.refresh_from_db()
+        try:
+            job.refresh_from_db()
+        except Job.DoesNotExist:
+            # Purged past its retention by the step that locked it first (maintenance.py).
+            raise NotFound() from None
     raise InvalidState("The job is changing too fast to retry; try again.")
 
 
