@@ -47,6 +47,19 @@ def api_key_revoke(*, key: ApiKey) -> None:
         key.save(update_fields=["revoked_at"])
 
 
+def client_set_active(*, client: ApiClient, active: bool) -> None:
+    """Deactivate (or reactivate) a client.
+
+    Deactivated: its keys get 401 within ``API_KEY_LOCAL_SECONDS`` in every web process (the
+    cached entries are deleted at once, apps/clients/signals.py), and its unfinished jobs are
+    held, not started, until it is active again (apps/jobs/holds.py); a job already running
+    runs to its end. Reactivated: its keys work again and its jobs resume.
+    """
+    if client.is_active != active:
+        client.is_active = active
+        client.save(update_fields=["is_active"])
+
+
 def webhook_secret_rotate(*, client: ApiClient) -> str:
     """Give ``client`` a new webhook secret, returned once. For
     ``WEBHOOK_SECRET_OVERLAP_HOURS`` (24 h) webhooks carry signatures by both the new and the

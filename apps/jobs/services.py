@@ -334,7 +334,7 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
-    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED})
+    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED, "held": False})
 
 
 def _running(job: Job) -> dict[str, Any]:
