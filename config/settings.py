@@ -349,6 +349,9 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 API_KEY_LOCAL_SECONDS = env.float("API_KEY_LOCAL_SECONDS", default=2.0)
 JOB_CACHE_SECONDS = env.int("JOB_CACHE_SECONDS", default=300)
 BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
+# /readyz reuses its result for this long in each web process (apps/core/health.py): anonymous
+# callers cannot make it open connections faster than one round of checks per process per period.
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=1.0)
 # Webhooks (API.md, "Webhooks"; apps/webhooks/).
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_RETRY_HOURS = env.float("WEBHOOK_RETRY_HOURS", default=24.0)
