@@ -395,6 +395,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": max(0.5, JOB_STALLED_AFTER_SECONDS / 4),
         "options": {**_MAINTENANCE, "expires": 60},
     },
+    "refuse-revoked-keys": {
+        "task": "conveyor.maintenance.refuse_revoked_keys",
+        "schedule": max(0.5, API_KEY_LOCAL_SECONDS),
+        "options": {**_MAINTENANCE, "expires": 10},
+    },
     "purge-finished": {
         "task": "conveyor.maintenance.purge_finished",
         "schedule": JOB_PURGE_EVERY_SECONDS,

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import Task
 from django.conf import settings
 
+from apps.clients.services import api_keys_refuse_in_cache
 from apps.jobs import holds, maintenance
 from apps.jobs.dispatch import RUN_JOBS_TASK
 from apps.webhooks import maintenance as webhook_maintenance
@@ -70,3 +71,10 @@ def purge_finished() -> int:
     ) + maintenance.idempotency_records_purge(
         older_than=timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
     )
+
+
+@app.task(name="conveyor.maintenance.refuse_revoked_keys", ignore_result=True)
+def refuse_revoked_keys() -> int:
+    """Write the auth cache's refusal of recently revoked keys and inactive clients' keys again
+    (a revocation made while the cache was unreachable from its process)."""
+    return api_keys_refuse_in_cache()
