@@ -111,3 +111,25 @@ def test_held_jobs_do_not_slow_other_clients_claims() -> None:
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+def test_a_held_retrying_job_is_promoted_when_due_but_not_claimed() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.jobs import maintenance
+
+    client = ApiClientFactory()
+    retrying = JobFactory(
+        client=client, status=JobStatus.RETRYING, attempts=1, run_at=timezone.now()
+    )
+    client_set_active(client=client, active=False)
+    assert maintenance.jobs_promote_due(now=timezone.now() + timedelta(seconds=1)) == 1
+    job = Job.objects.get(pk=retrying.pk)
+    assert (job.status, job.held) == (JobStatus.QUEUED, True)
+    assert services.job_claim_next(queue="default") is None
+    client_set_active(client=client, active=True)
+    claimed = services.job_claim_next(queue="default")
+    assert claimed is not None
+    assert claimed.pk == retrying.pk
