@@ -313,6 +313,12 @@ JOB_HEARTBEAT_TIMEOUT_SECONDS = env.float("JOB_HEARTBEAT_TIMEOUT_SECONDS", defau
 JOB_STALLED_AFTER_SECONDS = env.float("JOB_STALLED_AFTER_SECONDS", default=10.0)
 # Finished jobs (and their events and webhook deliveries) are deleted after this many days.
 JOB_RETENTION_DAYS = env.float("JOB_RETENTION_DAYS", default=30.0)
+# The purge deletes them JOB_PURGE_BATCH_SIZE jobs per statement, for at most
+# JOB_PURGE_MAX_SECONDS per run, every JOB_PURGE_EVERY_SECONDS: sized in docs/operations.md
+# ("Retention") to delete faster than the pipeline finishes jobs.
+JOB_PURGE_BATCH_SIZE = env.int("JOB_PURGE_BATCH_SIZE", default=1000)
+JOB_PURGE_MAX_SECONDS = env.float("JOB_PURGE_MAX_SECONDS", default=1.0)
+JOB_PURGE_EVERY_SECONDS = env.float("JOB_PURGE_EVERY_SECONDS", default=5.0)
 # A wake-up drains its queue for at most this long (or this many jobs), then hands the rest to
 # a fresh wake-up: a backlog never pins one process, and a warm shutdown waits for one job only.
 WORKER_DRAIN_SECONDS = env.float("WORKER_DRAIN_SECONDS", default=1.0)
@@ -352,6 +358,9 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 API_KEY_LOCAL_SECONDS = env.float("API_KEY_LOCAL_SECONDS", default=2.0)
 JOB_CACHE_SECONDS = env.int("JOB_CACHE_SECONDS", default=300)
 BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
+# /readyz reuses its result for this long in each web process (apps/core/health.py): anonymous
+# callers cannot make it open connections faster than one round of checks per process per period.
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=1.0)
 # Webhooks (API.md, "Webhooks"; apps/webhooks/).
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_RETRY_HOURS = env.float("WEBHOOK_RETRY_HOURS", default=24.0)
@@ -395,10 +404,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": max(0.5, JOB_STALLED_AFTER_SECONDS / 4),
         "options": {**_MAINTENANCE, "expires": 60},
     },
+    "refuse-revoked-keys": {
+        "task": "conveyor.maintenance.refuse_revoked_keys",
+        "schedule": max(0.5, API_KEY_LOCAL_SECONDS),
+        "options": {**_MAINTENANCE, "expires": 10},
+    },
     "purge-finished": {
         "task": "conveyor.maintenance.purge_finished",
-        "schedule": 600.0,
-        "options": {**_MAINTENANCE, "expires": 600},
+        "schedule": JOB_PURGE_EVERY_SECONDS,
+        "options": {**_MAINTENANCE, "expires": JOB_PURGE_EVERY_SECONDS},
     },
 }
 CELERY_TASK_ROUTES = {"conveyor.maintenance.*": _MAINTENANCE}

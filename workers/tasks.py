@@ -7,7 +7,8 @@ from datetime import timedelta
 from celery import Task
 from django.conf import settings
 
-from apps.jobs import maintenance
+from apps.clients.services import api_keys_refuse_in_cache
+from apps.jobs import holds, maintenance
 from apps.jobs.dispatch import RUN_JOBS_TASK
 from apps.webhooks import maintenance as webhook_maintenance
 from config.celery_app import app
@@ -55,7 +56,9 @@ def recover_stale() -> int:
 
 @app.task(name="conveyor.maintenance.wake_stalled", ignore_result=True)
 def wake_stalled() -> int:
-    """Wake pools whose queued jobs wait with no wake-up in the broker (lost messages)."""
+    """Wake pools whose queued jobs wait with no wake-up in the broker (lost messages), after
+    bringing the holds of inactive clients' jobs in line (apps/jobs/holds.py)."""
+    holds.jobs_sync_holds()
     return maintenance.jobs_wake_stalled(min_age=settings.JOB_STALLED_AFTER_SECONDS)
 
 
@@ -68,3 +71,10 @@ def purge_finished() -> int:
     ) + maintenance.idempotency_records_purge(
         older_than=timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
     )
+
+
+@app.task(name="conveyor.maintenance.refuse_revoked_keys", ignore_result=True)
+def refuse_revoked_keys() -> int:
+    """Write the auth cache's refusal of recently revoked keys and inactive clients' keys again
+    (a revocation made while the cache was unreachable from its process)."""
+    return api_keys_refuse_in_cache()

@@ -3,8 +3,14 @@
 The cache holds the client's fields (its limits included) under the key's hash, so a request
 authenticates with one cache read, and a caller that knows which other cache work it needs (a
 job's status entry, its rate counter, its read-your-writes pin) gets it done in the same round
-trip. Any change to a key or client deletes its entries
-(apps/clients/signals.py); a cache outage falls back to the database.
+trip. Any change to a key or client deletes its entries, and a change that refuses a key (a
+revocation, a deactivation, a deletion) replaces them with a refusal (apps/clients/signals.py).
+An entry is only ever filled where none is (``SET NX``): a request that read the key from the
+database just before its revocation committed cannot put back a stale "valid" over the refusal.
+So a revoked key is refused everywhere within ``API_KEY_LOCAL_SECONDS`` (2 s), the time each
+web process trusts its own memory. A cache outage falls back to the database; if the refusal
+could not be written (the cache unreachable from the revoking process), the maintenance loop
+writes it again (``api_keys_refuse_in_cache``) within a tick of the cache answering.
 """
 
 from __future__ import annotations
@@ -122,7 +128,8 @@ def authenticate_key(
         entry = _entry_from_database(key_hash)
         try:
             ttl = _NEGATIVE_TTL if entry == _MISSING else settings.API_KEY_CACHE_SECONDS
-            fast_cache().set(auth_key, entry, ttl)
+            # Never over an entry that is there (a refusal written meanwhile).
+            fast_cache().add(auth_key, entry, ttl)
         except Exception:
             logger.warning("auth cache write failed", exc_info=True)
     if entry == _MISSING:
@@ -158,6 +165,11 @@ def _client_from_entry(entry: bytes) -> ApiClient:
     client.__dict__.update(fields)
     client.api_key_id = key_id  # type: ignore[attr-defined]
     return client
+
+
+def refusal() -> bytes:
+    """The entry that refuses a key."""
+    return _MISSING
 
 
 def forget_in_process(key_hashes: Sequence[str]) -> None:

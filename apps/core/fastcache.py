@@ -85,6 +85,14 @@ class FastCache(Protocol):
 
     def set(self, key: str, value: bytes, ttl: int) -> None: ...
 
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """Set ``key`` unless it exists; whether it was set."""
+        ...
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl: int) -> None:
+        """Set every key to ``value``, in one round trip."""
+        ...
+
     def set_if_newer(self, items: Sequence[tuple[str, int, bytes]], ttl: int) -> None:
         """Write each (key, version, value) unless a newer version is stored; ``value`` must
         start with ``b"<version> "``."""
@@ -148,6 +156,17 @@ class RedisFastCache:
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.client.set(key, value, ex=ttl)
 
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return bool(self.client.set(key, value, ex=ttl, nx=True))
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl: int) -> None:
+        if not keys:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.set(k, value, ex=ttl)
+            pipe.execute()
+
     def set_if_newer(self, items: Sequence[tuple[str, int, bytes]], ttl: int) -> None:
         if len(items) == 1:
             k, version, value = items[0]
@@ -198,6 +217,12 @@ class DjangoFastCache:
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.cache.set(key, value, ttl)
+
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return bool(self.cache.add(key, value, ttl))
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl: int) -> None:
+        self.cache.set_many(dict.fromkeys(keys, value), ttl)
 
     def set_if_newer(self, items: Sequence[tuple[str, int, bytes]], ttl: int) -> None:
         for k, version, value in items:

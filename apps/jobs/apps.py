@@ -10,14 +10,19 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from apps.clients.models import ApiClient
         from apps.core.metrics import register_scrape_collector
         from apps.jobs import instrumentation
+        from apps.jobs.holds import on_client_saved
         from apps.jobs.registry import load_job_type_modules
         from apps.jobs.services import job_changed
         from apps.jobs.status_cache import on_job_changed
 
         load_job_type_modules(settings.CONVEYOR_JOB_TYPE_MODULES)
         job_changed.connect(on_job_changed, dispatch_uid="jobs.status_cache")
+        post_save.connect(on_client_saved, sender=ApiClient, dispatch_uid="jobs.holds")
         job_changed.connect(instrumentation.on_job_changed, dispatch_uid="jobs.instrumentation")
         register_scrape_collector(instrumentation.QueueCollector())
         if settings.BROKER_SCHEME == "filesystem":

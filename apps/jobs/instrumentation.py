@@ -165,7 +165,7 @@ class QueueCollector:
                         )
                 rows = (
                     Job.objects.using("default")
-                    .filter(status=JobStatus.QUEUED)
+                    .filter(status=JobStatus.QUEUED, held=False)
                     .values("queue")
                     .annotate(n=Count("pk"), oldest=Min(Coalesce("enqueued_at", "created_at")))
                     .order_by()

@@ -11,23 +11,25 @@ by mistake cannot double anything.
   are used up (which also stops a poison job that kills its worker every time).
 - wake stalled queues: ``queued`` jobs wait while the broker holds no wake-up for their queue
   (Redis restarted without persistence, a crash between commit and publish) → a new wake-up.
-- purge: finished jobs older than the retention period, in small batches.
+- purge: finished jobs older than the retention period, in small steps, within a time budget.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connections, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
 from apps.core.db import update_returning
 from apps.jobs.broker import queue_depths
 from apps.jobs.dispatch import publish_on_commit, publish_wakeups, wakeups_for
-from apps.jobs.models import TERMINAL_STATUSES, IdempotencyRecord, Job, JobEvent, JobStatus
+from apps.jobs.models import IdempotencyRecord, Job, JobEvent, JobStatus
 from apps.jobs.services import job_changed
 from apps.jobs.transitions import change_job
 from apps.jobs.webhook_events import EVENT_FOR_STATUS
@@ -140,7 +142,7 @@ def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=min_age)
     waiting = dict(
-        Job.objects.filter(status=JobStatus.QUEUED, enqueued_at__lt=cutoff)
+        Job.objects.filter(status=JobStatus.QUEUED, held=False, enqueued_at__lt=cutoff)
         .values_list("queue")
         .annotate(n=Count("pk"))
         .order_by()
@@ -162,29 +164,72 @@ def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
     return publish_wakeups(stalled) if stalled else 0
 
 
-def jobs_purge_finished(
-    *, older_than: timedelta, batch_size: int = 1000, max_batches: int = 50
-) -> int:
-    """Delete finished jobs (and their events) older than ``older_than``, a batch at a time.
+def _purge_statement(vendor: str) -> str:
+    """One purge step: delete up to ``n`` finished jobs older than the cutoff, oldest first.
 
-    Small batches keep each transaction short and each lock brief, however large the backlog:
-    never one multi-million-row DELETE.
+    The rows are chosen and locked by the same statement that deletes them (``FOR UPDATE SKIP
+    LOCKED``), and the outer ``WHERE`` says again that they are finished and old: a job that
+    someone is changing right now (a retry in an open transaction) is skipped, not waited for,
+    and a job whose change committed before the step is no longer finished, so no step can
+    delete a job that was brought back to life. ``= ANY(ARRAY(…))`` makes PostgreSQL run the
+    subquery once (``IN (…)`` may be planned as a join that re-runs it).
     """
-    cutoff = timezone.now() - older_than
+    # Only the table's quoted name is formatted in; every value is a parameter.
+    table = connections["default"].ops.quote_name(Job._meta.db_table)
+    finished = "\"status\" IN ('succeeded', 'failed', 'canceled') AND \"finished_at\" < %(cutoff)s"
+    chosen = " ".join(
+        ['SELECT "id" FROM', table, "WHERE", finished, 'ORDER BY "finished_at" LIMIT %(n)s']
+    )
+    if vendor == "postgresql":
+        chosen += " FOR UPDATE SKIP LOCKED"
+        target = f'"id" = ANY(ARRAY({chosen}))'
+    else:
+        target = f'"id" IN ({chosen})'
+    return " ".join(["DELETE FROM", table, "WHERE", target, "AND", finished])
+
+
+def jobs_purge_step(*, cutoff: datetime, batch_size: int) -> int:
+    """Delete up to ``batch_size`` finished jobs that finished before ``cutoff``, with their
+    events, webhook deliveries and delivery attempts (``ON DELETE CASCADE`` in the database,
+    each found through an index on its foreign key; nothing is loaded into memory). One
+    statement, its own short transaction. Returns how many jobs went."""
+    connection = connections["default"]
+    params = {
+        "cutoff": Job._meta.get_field("finished_at").get_db_prep_value(cutoff, connection),
+        "n": batch_size,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_purge_statement(connection.vendor), params)
+        return max(cursor.rowcount, 0)
+
+
+def jobs_purge_finished(
+    *,
+    older_than: timedelta,
+    batch_size: int | None = None,
+    max_seconds: float | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Delete finished jobs older than ``older_than``, a step of ``batch_size`` at a time, until
+    none is left or ``max_seconds`` have been spent (the next run goes on from there).
+
+    Small steps keep each transaction short and each lock brief however large the backlog
+    (never one multi-million-row DELETE); the time budget keeps one run from holding the
+    maintenance worker. docs/operations.md ("Retention") sizes both against the pipeline's rate.
+    A job retried while the purge runs is never deleted (see ``_purge_statement``).
+    """
+    batch_size = batch_size or settings.JOB_PURGE_BATCH_SIZE
+    budget = settings.JOB_PURGE_MAX_SECONDS if max_seconds is None else max_seconds
+    cutoff = (now or timezone.now()) - older_than
+    deadline = time.monotonic() + budget
     deleted = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                Job.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
-                .order_by("finished_at")
-                .values_list("pk", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            # Events (and webhook deliveries) go with their job through ON DELETE CASCADE in
-            # the database; nothing is loaded into memory.
-            Job.objects.filter(pk__in=ids).delete()
-        deleted += len(ids)
+    while True:
+        step = jobs_purge_step(cutoff=cutoff, batch_size=batch_size)
+        deleted += step
+        if step < batch_size or time.monotonic() >= deadline:
+            break
+    if deleted:
+        logger.info("purged %s finished job(s) older than %s", deleted, older_than)
     return deleted
 
 

@@ -84,6 +84,14 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When the last run message was published."
     )
+    # Its client is deactivated: the job keeps its status but no worker claims it until the
+    # client is active again (apps/jobs/holds.py). Out of the claim's index, so held jobs cost
+    # the other clients' claims nothing however many there are.
+    held = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Its client is inactive: not started until the client is active again.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -108,9 +116,11 @@ class Job(models.Model):
             # Workers claim the next queued job of a queue: highest priority, then oldest.
             models.Index(
                 fields=["queue", "-priority", "id"],
-                name="job_queued",
-                condition=Q(status="queued"),
+                name="job_claimable",
+                condition=Q(status="queued", held=False),
             ),
+            # Held jobs (their client is inactive), to release them when it is active again.
+            models.Index(fields=["client"], name="job_held", condition=Q(held=True)),
             # Retention: finished jobs by age.
             models.Index(
                 fields=["finished_at"],

@@ -111,7 +111,7 @@ def queue_statistics() -> dict[str, Any]:
         statuses[row["status"]] = row["n"]
     waiting = {
         row["queue"]: row
-        for row in Job.objects.filter(status=JobStatus.QUEUED)
+        for row in Job.objects.filter(status=JobStatus.QUEUED, held=False)
         .values("queue")
         .annotate(n=Count("pk"), oldest=Min("enqueued_at"))
         .order_by()

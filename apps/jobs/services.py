@@ -21,7 +21,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.errors import InvalidState, QuotaExceeded, ValidationFailed
+from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
@@ -286,7 +286,11 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
             if updated is not None:
                 publish_on_commit([updated])
                 return updated
-        job.refresh_from_db()
+        try:
+            job.refresh_from_db()
+        except Job.DoesNotExist:
+            # Purged past its retention by the step that locked it first (maintenance.py).
+            raise NotFound() from None
     raise InvalidState("The job is changing too fast to retry; try again.")
 
 
@@ -330,7 +334,7 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
-    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED})
+    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED, "held": False})
 
 
 def _running(job: Job) -> dict[str, Any]:

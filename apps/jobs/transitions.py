@@ -28,6 +28,7 @@ from django.db import connections, transaction
 from django.db.models.sql import Query
 from django.utils import timezone
 
+from apps.clients.models import ApiClient
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.webhook_events import JOB_PROGRESS
 
@@ -41,8 +42,14 @@ class Expr(str):
     """A SQL expression over the row as a new value, e.g. ``Expr('"attempts" + 1')``."""
 
 
+# The next claimable job of a queue: queued, not held (its client is active: jobs of an inactive
+# client are held, and out of the job_claimable index), highest priority then oldest. The EXISTS
+# re-checks the client's flag, one primary-key probe of a small table, for the jobs queued in the
+# moment between a client's deactivation and their hold (apps/jobs/holds.py).
 _SELECT_NEXT_QUEUED = (
-    '(SELECT "id" FROM {table} WHERE "status" = \'queued\' AND "queue" = %(w_queue)s '
+    '(SELECT "id" FROM {table} WHERE "status" = \'queued\' AND NOT "held" '
+    'AND "queue" = %(w_queue)s AND EXISTS (SELECT 1 FROM {clients} c '
+    'WHERE c."id" = {table}."client_id" AND c."is_active") '
     'ORDER BY "priority" DESC, "id" LIMIT 1{lock})'
 )
 
@@ -116,7 +123,10 @@ def _statements(
         lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
         # "id = (scalar subquery)" is evaluated once; "id IN (subquery)" may be re-evaluated
         # per row and would then claim every queued job.
-        conditions.append('"id" = ' + _SELECT_NEXT_QUEUED.format(table=table, lock=lock))
+        clients = quote(ApiClient._meta.db_table)
+        conditions.append(
+            '"id" = ' + _SELECT_NEXT_QUEUED.format(table=table, clients=clients, lock=lock)
+        )
     columns = _columns()
     update = (
         f"UPDATE {table} SET {', '.join(assignments)} "

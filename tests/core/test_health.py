@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from apps.core.health import forget_readiness
+
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness() -> Iterator[None]:
+    forget_readiness()
+    yield
+    forget_readiness()
 
 
 def test_readyz_reports_each_backing_service(anonymous: Any) -> None:
@@ -27,3 +37,17 @@ def test_readyz_is_503_when_the_broker_is_unreachable(anonymous: Any, settings: 
     assert body["checks"]["broker"]["ok"] is False
     assert body["checks"]["database"]["ok"] is True
     assert response["Retry-After"]
+
+
+def test_readyz_answers_concurrent_callers_from_one_round_of_checks(
+    anonymous: Any, settings: Any
+) -> None:
+    """Within READYZ_CACHE_SECONDS the result is reused; after it, checked again."""
+    settings.READYZ_CACHE_SECONDS = 60
+    first = anonymous.get("/readyz").json()
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # would fail if checked again
+    again = anonymous.get("/readyz")
+    assert again.status_code == 200
+    assert again.json() == first
+    settings.READYZ_CACHE_SECONDS = 0
+    assert anonymous.get("/readyz").status_code == 503

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.jobs import maintenance, services
@@ -119,6 +122,28 @@ def test_purge_deletes_old_finished_jobs_with_their_events_in_batches() -> None:
     assert not JobEvent.objects.filter(job_id__in=[j.pk for j in finished]).exists()
 
 
+def test_purge_step_is_bounded_and_the_run_stops_at_its_time_budget() -> None:
+    old = timezone.now() - timedelta(days=40)
+    for _ in range(5):
+        JobFactory(status=JobStatus.CANCELED, finished_at=old)
+    # A spent budget still runs one step: a run always makes progress.
+    assert (
+        maintenance.jobs_purge_finished(older_than=timedelta(days=30), batch_size=2, max_seconds=0)
+        == 2
+    )
+    assert Job.objects.count() == 3
+    assert maintenance.jobs_purge_finished(older_than=timedelta(days=30), batch_size=2) == 3
+    assert not Job.objects.exists()
+
+
+def test_purge_keeps_a_job_retried_since_it_finished() -> None:
+    old = timezone.now() - timedelta(days=40)
+    job = JobFactory(status=JobStatus.FAILED, finished_at=old, attempts=3)
+    services.job_retry(job=job)
+    assert maintenance.jobs_purge_finished(older_than=timedelta(days=30)) == 0
+    assert statuses(job) == ["queued"]
+
+
 def test_purge_of_idempotency_records_keeps_fresh_ones() -> None:
     client = ApiClientFactory()
     common = {"client": client, "request_hash": "x", "status_code": 202, "response": b"{}"}
@@ -138,3 +163,45 @@ def test_retry_delay_grows_with_full_jitter_within_its_bounds() -> None:
         assert all(0 <= d <= bound for d in delays)
         assert max(delays) > bound * 0.8  # the jitter spans the range
     assert max(services.retry_delay(job, 30) for _ in range(50)) <= 60
+
+
+def test_a_job_retried_while_the_purge_runs_is_not_deleted(transactional_db: None) -> None:
+    """The retry holds the job's row (its transaction still open) while a purge step runs: the
+    step skips the row instead of waiting for it or deleting it, and the retry commits."""
+    old = timezone.now() - timedelta(days=40)
+    retried = JobFactory(status=JobStatus.FAILED, finished_at=old, attempts=3)
+    other = JobFactory(client=retried.client, status=JobStatus.SUCCEEDED, finished_at=old)
+    locked, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def retry_in_open_transaction() -> None:
+        try:
+            with transaction.atomic():
+                services.job_retry(job=Job.objects.get(pk=retried.pk))
+                locked.set()
+                assert release.wait(20)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            locked.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=retry_in_open_transaction)
+    thread.start()
+    try:
+        assert locked.wait(20)
+        started = time.monotonic()
+        deleted = maintenance.jobs_purge_finished(older_than=timedelta(days=30), max_seconds=5)
+        # Skipped, not waited for (the retry is still holding the row).
+        assert time.monotonic() - started < 5
+        assert deleted == 1
+    finally:
+        release.set()
+        thread.join(20)
+    assert not errors, errors
+    assert not Job.objects.filter(pk=other.pk).exists()
+    job = Job.objects.get(pk=retried.pk)
+    assert (job.status, job.finished_at, job.attempts) == (JobStatus.QUEUED, None, 0)
+    # Once it finishes again it is purged like any other: by its new finished_at.
+    assert maintenance.jobs_purge_finished(older_than=timedelta(days=30)) == 0
+    assert Job.objects.filter(pk=retried.pk).exists()
