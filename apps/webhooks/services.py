@@ -123,26 +123,34 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
     """Lease the most overdue pending delivery to this worker (None when nothing is due).
 
     Skipped: deliveries of inactive clients, and of clients that already have
-    ``WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT`` unexpired leases (two claims racing in the same instant
-    may each see room for one more, so the cap can be passed by the number of simultaneous
-    claims, never for long). The claim sets a fresh ``lease_token``: only the attempt holding it
-    writes the outcome.
+    ``WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT`` unexpired leases. The claim sets a fresh
+    ``lease_token``: only the attempt holding it writes the outcome.
+
+    Claims are serialised by a transaction-level advisory lock taken before the claim
+    statement, so each claim's snapshot sees every lease committed before it: without it,
+    workers woken together all count the same leases, all take the same client's oldest
+    deliveries, and can keep doing so in lockstep while another client's delivery waits. The
+    lock is held for one short statement (a claim is well under a millisecond of database time;
+    one pool sends a few hundred deliveries a second).
 
     A lease lost in a database crash only means the delivery is sent again, with the same
     webhook-id: so the claim commits without waiting for its WAL flush (as a job's claim does).
-    On PostgreSQL it is one statement, its own transaction.
     """
     now = now or timezone.now()
     lease = now + timedelta(seconds=lease_seconds())
     token = uuid.uuid4()
     cap = max(1, settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT)
     using = router.db_for_write(WebhookDelivery)
-    if connections[using].vendor == "postgresql":
-        rows = list(
-            WebhookDelivery.objects.db_manager(using).raw(
-                _claim_sql(), [lease, lease, token, now, now, cap]
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
+            rows = list(
+                WebhookDelivery.objects.db_manager(using).raw(
+                    _claim_sql(), [lease, lease, token, now, now, cap]
+                )
             )
-        )
         return rows[0] if rows else None
     saturated = (
         WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, leased_until__gt=now)
@@ -169,6 +177,9 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
             attempts=F("attempts") + 1,
         )
     return rows[0] if rows else None
+
+
+CLAIM_LOCK_ID = 0x0C0E7E71  # pg_advisory_xact_lock key of delivery_claim_next
 
 
 def lease_seconds() -> float:

@@ -245,3 +245,42 @@ def test_an_inactive_clients_due_deliveries_wake_no_worker(
     assert deliveries_wake_due() == 0
     ApiClient.objects.filter(pk=tenant.client.pk).update(is_active=True)
     assert deliveries_wake_due() >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_keep_to_the_cap(
+    tenant: Tenant, other_tenant: Tenant, receiver: Receiver, settings: Any
+) -> None:
+    """Eight workers claiming in the same instant (each on its own connection): one client's
+    deliveries in flight stay at the cap, and the other client's delivery is claimed."""
+    import threading
+
+    from django.db import connection
+
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = 2
+    finished_jobs(tenant, receiver.url, count=12)
+    finished_jobs(other_tenant, receiver.url)
+    for _ in range(5):
+        WebhookDelivery.objects.update(
+            lease_token=None,
+            leased_until=None,
+            next_attempt_at=timezone.now() - timedelta(minutes=1),
+        )
+        start = threading.Barrier(8)
+        claimed: list[int | None] = []
+
+        def claim(start: threading.Barrier = start, claimed: list[int | None] = claimed) -> None:
+            try:
+                start.wait()
+                delivery = delivery_claim_next()
+                claimed.append(delivery.client_id if delivery else None)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=claim) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert claimed.count(tenant.client.pk) == 2, claimed
+        assert claimed.count(other_tenant.client.pk) == 1, claimed
