@@ -54,6 +54,9 @@ def _getaddrinfo(host: str) -> list[str]:
 
 
 _LOOKUP_THREADS = 16  # most lookups of one batch running at once
+# Most lookup threads of a process alive at once: lookups that hang (they end by the system
+# resolver's own timeout) cannot pile up threads; past it, lookups are "not resolved in time".
+_lookup_slots = threading.BoundedSemaphore(64)
 _CACHE_SECONDS = 30.0  # how long a process reuses an answer (addresses or "does not resolve")
 _CACHE_MAX = 4096
 _cache: dict[str, tuple[float, list[str]]] = {}
@@ -93,19 +96,24 @@ def _resolve_all(hosts: Iterable[str], deadline: float) -> dict[str, list[str] |
     remaining = [len(pending)]
 
     def work() -> None:
-        while True:
-            with lock:
-                if not queue or time.monotonic() >= deadline:
-                    return
-                host = queue.pop()
-            addresses = _getaddrinfo(host)
-            _remember(host, addresses)
-            with done:
-                results[host] = addresses
-                remaining[0] -= 1
-                done.notify_all()
+        try:
+            while True:
+                with lock:
+                    if not queue or time.monotonic() >= deadline:
+                        return
+                    host = queue.pop()
+                addresses = _getaddrinfo(host)
+                _remember(host, addresses)
+                with done:
+                    results[host] = addresses
+                    remaining[0] -= 1
+                    done.notify_all()
+        finally:
+            _lookup_slots.release()
 
     for _ in range(min(_LOOKUP_THREADS, len(pending))):
+        if not _lookup_slots.acquire(blocking=False):
+            break
         threading.Thread(target=work, name="conveyor-resolve", daemon=True).start()
     with done:
         done.wait_for(lambda: remaining[0] == 0, timeout=max(0.0, deadline - time.monotonic()))

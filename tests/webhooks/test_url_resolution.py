@@ -129,3 +129,17 @@ def test_literal_addresses_need_no_lookup(tenant: Tenant, lookups: Counter[str])
     error = assert_error(tenant.submit(webhook_url="https://10.0.0.1/h"), 400, "validation_error")
     assert "private" in error["details"]["webhook_url"][0]
     assert not lookups
+
+
+def test_hanging_lookups_cannot_pile_up_threads(tenant: Tenant, lookups: Counter[str]) -> None:
+    """Past the process's limit of lookup threads, a lookup is refused at once, not queued."""
+    for i in range(6):  # 6 batches x 16 hanging lookups > 64 threads
+        batch(tenant, [f"https://slow-{i}-{j}.example/hook" for j in range(40)])
+    started = time.monotonic()
+    error = assert_error(
+        tenant.submit(webhook_url="https://fresh.example/h"), 400, "validation_error"
+    )
+    assert error["details"]["webhook_url"] == [IN_TIME]
+    assert time.monotonic() - started < 1.0
+    assert "fresh.example" not in lookups
+    assert sum(lookups.values()) <= 64
