@@ -368,6 +368,14 @@ WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=5.0
 WEBHOOK_RETRY_MAX_DELAY_SECONDS = env.float("WEBHOOK_RETRY_MAX_DELAY_SECONDS", default=3 * 3600.0)
 WEBHOOK_RESPONSE_EXCERPT_BYTES = env.int("WEBHOOK_RESPONSE_EXCERPT_BYTES", default=1024)
 WEBHOOK_SECRET_OVERLAP_HOURS = env.float("WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
+# Deliveries of one client in flight at once across the webhook pool (docs/operations.md, "Sizing
+# the webhook pool"): one client's slow receivers hold at most this many of the pool's threads.
+WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT", default=4)
+# Resolving a webhook URL's host at submission (apps/core/urlguard.py): each lookup gives up after
+# WEBHOOK_RESOLVE_TIMEOUT_SECONDS, and all the lookups of one request after
+# WEBHOOK_RESOLVE_BUDGET_SECONDS; a host not resolved in time is refused (400).
+WEBHOOK_RESOLVE_TIMEOUT_SECONDS = env.float("WEBHOOK_RESOLVE_TIMEOUT_SECONDS", default=2.0)
+WEBHOOK_RESOLVE_BUDGET_SECONDS = env.float("WEBHOOK_RESOLVE_BUDGET_SECONDS", default=5.0)
 
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not IS_PRODUCTION

@@ -23,6 +23,7 @@ from django.utils import timezone
 from apps.clients.models import ApiClient
 from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
+from apps.core.urlguard import webhook_hosts_resolved
 from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.instrumentation import record_submitted
@@ -186,12 +187,16 @@ def job_submit_batch(
     now = timezone.now()
     submissions: list[Submission] = []
     errors: dict[str, list[str]] = {}
-    for index, item in enumerate(items):
-        try:
-            submissions.append(parse_submission(item, now=now))
-        except ValidationFailed as exc:
-            for field, messages in exc.details.items():
-                errors[f"jobs.{index}.{field}"] = messages
+    # Each distinct webhook host is resolved once, side by side, within one time budget.
+    with webhook_hosts_resolved(
+        item.get("webhook_url") for item in items if isinstance(item, dict)
+    ):
+        for index, item in enumerate(items):
+            try:
+                submissions.append(parse_submission(item, now=now))
+            except ValidationFailed as exc:
+                for field, messages in exc.details.items():
+                    errors[f"jobs.{index}.{field}"] = messages
     if errors:
         raise ValidationFailed(
             "Some jobs of the batch are not valid; none was stored.", details=errors

@@ -16,10 +16,14 @@ def deliveries_wake_due(*, limit: int = 1000) -> int:
     """
     from django.utils import timezone
 
+    from apps.clients.models import ApiClient
+
+    # Inactive clients' deliveries wait (the claim skips them): they wake nobody.
     due = (
         WebhookDelivery.objects.filter(
             status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now()
         )
+        .exclude(client_id__in=ApiClient.objects.filter(is_active=False).values("pk"))
         .values("pk")[:limit]
         .count()
     )

@@ -41,6 +41,11 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # The lease of the attempt in flight (services.delivery_claim_next): a fresh token per claim,
+    # and its expiry. Only the attempt holding the token writes the outcome; unexpired leases are
+    # the client's deliveries in flight, which the claim caps per client.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    leased_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -48,6 +53,12 @@ class WebhookDelivery(models.Model):
             # Webhook workers claim the next due delivery.
             models.Index(
                 fields=["next_attempt_at"], name="delivery_due", condition=Q(status="pending")
+            ),
+            # ... skipping clients with WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT unexpired leases.
+            models.Index(
+                fields=["leased_until", "client_id"],
+                name="delivery_in_flight",
+                condition=Q(status="pending", leased_until__isnull=False),
             ),
             models.Index(fields=["job", "sequence"], name="delivery_job_sequence"),
             models.Index(fields=["status", "-id"], name="delivery_status_id"),

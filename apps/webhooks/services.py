@@ -6,6 +6,19 @@ delivery's ``next_attempt_at`` one lease into the future instead of locking it, 
 dies mid-send simply lets the lease run out and another worker sends it again, with the same
 ``webhook-id`` (receivers deduplicate on it).
 
+No client can stall another's webhooks:
+
+- an attempt has a wall-clock deadline a receiver cannot stretch (transport.py);
+- the claim skips a client that already has ``WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT`` unexpired
+  leases, so one client's slow receivers hold at most that many of the pool's threads, and it
+  skips inactive clients (their deliveries stay pending, and resume if the client is
+  reactivated);
+- whatever goes wrong in an attempt, an exception included, is recorded as a failed attempt and
+  retried with backoff, never left to the lease's expiry;
+- each claim gives the delivery a fresh ``lease_token``; an outcome is written only by the
+  attempt that still holds it, so an attempt that outlived its lease (and whose delivery was
+  claimed again) changes nothing.
+
 Outcomes (API.md, "Webhooks"): a 2xx within the timeout is delivered; 410 stops that event;
 anything else — 429, 5xx, other 4xx, a redirect, a timeout, a refused connection — is retried
 with exponential backoff and jitter (``Retry-After`` honoured) until ``WEBHOOK_RETRY_HOURS``
@@ -17,6 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -24,7 +38,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import Count, F, Q, Subquery
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
@@ -108,18 +122,48 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> float:
 def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | None:
     """Lease the most overdue pending delivery to this worker (None when nothing is due).
 
+    Skipped: deliveries of inactive clients, and of clients that already have
+    ``WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT`` unexpired leases. The claim sets a fresh
+    ``lease_token``: only the attempt holding it writes the outcome.
+
+    Claims are serialised by a transaction-level advisory lock taken before the claim
+    statement, so each claim's snapshot sees every lease committed before it: without it,
+    workers woken together all count the same leases, all take the same client's oldest
+    deliveries, and can keep doing so in lockstep while another client's delivery waits. The
+    lock is held for one short statement (a claim is well under a millisecond of database time;
+    one pool sends a few hundred deliveries a second).
+
     A lease lost in a database crash only means the delivery is sent again, with the same
     webhook-id: so the claim commits without waiting for its WAL flush (as a job's claim does).
-    On PostgreSQL it is one statement, its own transaction.
     """
     now = now or timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 20)
+    lease = now + timedelta(seconds=lease_seconds())
+    token = uuid.uuid4()
+    cap = max(1, settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT)
     using = router.db_for_write(WebhookDelivery)
-    if connections[using].vendor == "postgresql":
-        rows = list(WebhookDelivery.objects.db_manager(using).raw(_claim_sql(), [lease, now]))
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
+            rows = list(
+                WebhookDelivery.objects.db_manager(using).raw(
+                    _claim_sql(), [lease, lease, token, now, now, cap]
+                )
+            )
         return rows[0] if rows else None
+    saturated = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, leased_until__gt=now)
+        .values("client_id")
+        .annotate(in_flight=Count("id"))
+        .filter(in_flight__gte=cap)
+        .values("client_id")
+    )
+    inactive = ApiClient.objects.filter(is_active=False).values("pk")
     due = (
         WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .exclude(client_id__in=Subquery(inactive))
+        .exclude(client_id__in=Subquery(saturated))
         .order_by("next_attempt_at", "id")
         .select_for_update(skip_locked=True)
         .values("pk")[:1]
@@ -128,22 +172,44 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
         rows = update_returning(
             WebhookDelivery.objects.filter(pk=Subquery(due), status=DeliveryStatus.PENDING),
             next_attempt_at=lease,
+            leased_until=lease,
+            lease_token=token,
             attempts=F("attempts") + 1,
         )
     return rows[0] if rows else None
 
 
+CLAIM_LOCK_ID = 0x0C0E7E71  # pg_advisory_xact_lock key of delivery_claim_next
+
+
+def lease_seconds() -> float:
+    """How long a claim holds a delivery: longer than any attempt can take (the transport's
+    deadline bounds the request; the margin covers rendering, signing and recording)."""
+    return settings.WEBHOOK_TIMEOUT_SECONDS + 20
+
+
 @cache
 def _claim_sql() -> str:
     # 'pending' is a literal, not a parameter, so that a generic plan still matches the partial
-    # index delivery_due (status = 'pending').
+    # indexes delivery_due and delivery_in_flight (status = 'pending'). Both NOT IN lists are
+    # computed once per statement (hashed subplans): the inactive clients, and the clients
+    # whose unexpired leases (a range scan of delivery_in_flight, as long as the pool is busy)
+    # reach the cap. The due scan then walks delivery_due in order, passing over the due rows
+    # of those clients.
     table = WebhookDelivery._meta.db_table
+    clients = ApiClient._meta.db_table
     columns = ", ".join(f'"{f.column}"' for f in WebhookDelivery._meta.concrete_fields)
     pending = DeliveryStatus.PENDING.value
     return (
-        f'UPDATE "{table}" SET "next_attempt_at" = %s, "attempts" = "attempts" + 1 '
+        f'UPDATE "{table}" SET "next_attempt_at" = %s, "leased_until" = %s, "lease_token" = %s, '
+        f'"attempts" = "attempts" + 1 '
         f'WHERE "id" = (SELECT "id" FROM "{table}" WHERE "status" = \'{pending}\' '
-        f'AND "next_attempt_at" <= %s ORDER BY "next_attempt_at", "id" '
+        f'AND "next_attempt_at" <= %s '
+        f'AND "client_id" NOT IN (SELECT "id" FROM "{clients}" WHERE NOT "is_active") '
+        f'AND "client_id" NOT IN (SELECT "client_id" FROM "{table}" '
+        f'WHERE "status" = \'{pending}\' AND "leased_until" IS NOT NULL '
+        f'AND "leased_until" > %s GROUP BY "client_id" HAVING count(*) >= %s) '
+        f'ORDER BY "next_attempt_at", "id" '
         f"LIMIT 1 FOR UPDATE SKIP LOCKED) AND \"status\" = '{pending}' "
         f"RETURNING {columns}, set_config('synchronous_commit', 'off', true) AS async_commit"
     )
@@ -161,26 +227,47 @@ def _overtaken(delivery: WebhookDelivery) -> bool:
 
 
 def delivery_attempt(delivery: WebhookDelivery) -> str:
-    """Send a claimed delivery once and record the outcome. Returns the delivery's status."""
+    """Send a claimed delivery once and record the outcome. Returns the delivery's status
+    (``stale`` when its lease was taken over meanwhile and nothing was written).
+
+    Whatever goes wrong here (a snapshot that fails to render, a signing secret that cannot be
+    read, a bug) is an attempt like a refused connection: recorded, then retried with backoff.
+    Its row names only the exception's type (attempts are shown to the client); the log has
+    the rest.
+    """
     now = timezone.now()
-    if _overtaken(delivery):
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            status=DeliveryStatus.SKIPPED, last_error="overtaken by the job's terminal event"
+    started = time.perf_counter()
+    try:
+        if _overtaken(delivery):
+            skipped = _fenced(delivery).update(
+                status=DeliveryStatus.SKIPPED,
+                last_error="overtaken by the job's terminal event",
+                lease_token=None,
+                leased_until=None,
+            )
+            return DeliveryStatus.SKIPPED if skipped else STALE
+        body = render(delivery)
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signing.signature_header(
+                signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
+            ),
+        }
+        if delivery.request_id:
+            headers["X-Request-ID"] = delivery.request_id
+        answer = transport.post(delivery.url, body, headers)
+    except Exception as exc:
+        logger.exception(
+            "webhook %s %s: the attempt raised %s", delivery.webhook_id, delivery.event_type, exc
         )
-        return DeliveryStatus.SKIPPED
-    body = render(delivery)
-    timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "webhook-id": delivery.webhook_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signing.signature_header(
-            signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
-        ),
-    }
-    if delivery.request_id:
-        headers["X-Request-ID"] = delivery.request_id
-    answer = transport.post(delivery.url, body, headers)
+        answer = transport.Answer(
+            None,
+            round((time.perf_counter() - started) * 1000, 2),
+            error=f"internal error: {type(exc).__name__}",
+        )
     status_code = answer.status_code
     update: dict[str, Any] = {"last_status_code": status_code, "last_error": answer.error}
     outcome: str
@@ -202,8 +289,10 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
             update.update(next_attempt_at=next_attempt)
         if not answer.error:
             update["last_error"] = f"HTTP {status_code}"
-    _record(
+    update.update(lease_token=None, leased_until=None)
+    recorded = _record(
         delivery.pk,
+        delivery.lease_token,
         {
             "at": now,
             "status_code": status_code,
@@ -214,6 +303,17 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
         },
         update,
     )
+    if not recorded:
+        logger.warning(
+            "webhook %s %s to %s: %s (%s, %.0f ms), but its lease was taken over: not recorded",
+            delivery.webhook_id,
+            delivery.event_type,
+            delivery.url,
+            outcome,
+            status_code or answer.error,
+            answer.latency_ms,
+        )
+        return STALE
     if settings.METRICS_ENABLED:
         webhook_deliveries_total.labels(outcome).inc()
         webhook_delivery_seconds.observe(answer.latency_ms / 1000)
@@ -230,19 +330,40 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
     return str(update.get("status", DeliveryStatus.PENDING))
 
 
-def _record(delivery_id: int, attempt: dict[str, Any], update: dict[str, Any]) -> None:
-    """Write the attempt's row and the delivery's new state together: on PostgreSQL in one
-    statement (a data-modifying CTE, its own transaction), elsewhere in a transaction."""
+STALE = "stale"  # delivery_attempt: the lease was taken over, nothing was written
+
+
+def _fenced(delivery: WebhookDelivery) -> Any:
+    """The delivery, as long as this attempt still holds its lease."""
+    return WebhookDelivery.objects.filter(
+        pk=delivery.pk, lease_token=delivery.lease_token, status=DeliveryStatus.PENDING
+    )
+
+
+def _record(
+    delivery_id: int, lease_token: Any, attempt: dict[str, Any], update: dict[str, Any]
+) -> bool:
+    """Write the attempt's row and the delivery's new state together, only if the lease
+    ``lease_token`` is still the delivery's: on PostgreSQL in one statement (a data-modifying
+    CTE, its own transaction), elsewhere in a transaction. False when nothing was written."""
     using = router.db_for_write(WebhookDelivery)
     connection = connections[using]
+    if lease_token is None:
+        return False
     if connection.vendor != "postgresql":
         with transaction.atomic(using=using):
-            WebhookAttempt.objects.using(using).create(delivery_id=delivery_id, **attempt)
-            WebhookDelivery.objects.using(using).filter(pk=delivery_id).update(**update)
-        return
+            updated = (
+                WebhookDelivery.objects.using(using)
+                .filter(pk=delivery_id, lease_token=lease_token, status=DeliveryStatus.PENDING)
+                .update(**update)
+            )
+            if updated:
+                WebhookAttempt.objects.using(using).create(delivery_id=delivery_id, **attempt)
+        return bool(updated)
     sql = _record_sql(tuple(attempt), tuple(update))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [delivery_id, *attempt.values(), *update.values(), delivery_id])
+        cursor.execute(sql, [*update.values(), delivery_id, lease_token, *attempt.values()])
+        return cursor.rowcount == 1
 
 
 @cache
@@ -255,11 +376,13 @@ def _record_sql(attempt_fields: tuple[str, ...], update_fields: tuple[str, ...])
     insert_columns = ", ".join(
         column(WebhookAttempt, name) for name in ("delivery", *attempt_fields)
     )
-    placeholders = ", ".join(["%s"] * (len(attempt_fields) + 1))
+    placeholders = ", ".join(["%s"] * len(attempt_fields))
     assignments = ", ".join(f"{column(WebhookDelivery, name)} = %s" for name in update_fields)
+    pending = DeliveryStatus.PENDING.value
     return (
-        f'WITH a AS (INSERT INTO "{attempts}" ({insert_columns}) VALUES ({placeholders})) '
-        f'UPDATE "{deliveries}" SET {assignments} WHERE "id" = %s'
+        f'WITH d AS (UPDATE "{deliveries}" SET {assignments} WHERE "id" = %s '
+        f'AND "lease_token" = %s AND "status" = \'{pending}\' RETURNING "id") '
+        f'INSERT INTO "{attempts}" ({insert_columns}) SELECT d."id", {placeholders} FROM d'
     )
 
 

@@ -91,3 +91,64 @@ def running_receiver() -> Iterator[Receiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+class DribblingReceiver:
+    """A receiver that never finishes answering: it reads the request, then sends the status
+    line and endless headers one byte every ``interval`` seconds, which keeps a per-read timeout
+    alive forever. A raw socket server on loopback, one thread per connection; each connection
+    ends when the client closes it, or after ``max_seconds``.
+    """
+
+    def __init__(self, interval: float = 0.5, max_seconds: float = 120.0) -> None:
+        import socket
+
+        self.interval = interval
+        self.max_seconds = max_seconds
+        self.connections = 0
+        self.closed_after: list[float] = []  # seconds each connection lasted
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._dribble, args=(connection,), daemon=True).start()
+
+    def _dribble(self, connection: Any) -> None:
+        started = time.monotonic()
+        answer = b"HTTP/1.1 200 OK\r\n" + b"".join(
+            f"X-Slow-{i}: {'x' * 20}\r\n".encode() for i in range(10_000)
+        )
+        try:
+            connection.settimeout(5)
+            connection.recv(65536)  # the request (its headers and small body)
+            for byte in answer:
+                if self._stopping.is_set() or time.monotonic() - started > self.max_seconds:
+                    break
+                connection.sendall(bytes([byte]))
+                time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self.closed_after.append(time.monotonic() - started)
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
