@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "apps.clients",
     "apps.jobs",
     "apps.webhooks",
+    "apps.staff",
 ]
 
 MIDDLEWARE = [

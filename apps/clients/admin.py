@@ -1,16 +1,28 @@
-"""Admin for API clients and keys. A new key is shown once, in the confirmation message."""
+"""Admin for API clients and keys. A new key or webhook secret is shown once, in the confirmation
+message, to the staff member who created it; no page shows a secret or a key's hash.
+
+Roles (apps/staff): viewers and operators see clients and keys; "Conveyor admins" create
+clients and keys, revoke keys, rotate webhook secrets and change limits. Deleting a client is
+left to superusers, and refused for a client with jobs (deactivate it instead).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.clients.models import ApiClient, ApiKey
 from apps.clients.services import api_key_create, api_key_revoke, webhook_secret_rotate
 from apps.core.admin_tools import ReplicaListMixin
+from apps.staff.admin_tools import StaffModelAdmin, note_outcome
+
+# Actions on one client are offered on its page too.
+_LIST_AND_FORM = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -25,7 +37,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(ReplicaListMixin, admin.ModelAdmin):
+class ApiClientAdmin(ReplicaListMixin, StaffModelAdmin):
     list_display = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
     list_filter = ("is_active", "unlimited")
     search_fields = ("name",)
@@ -41,7 +53,7 @@ class ApiClientAdmin(ReplicaListMixin, admin.ModelAdmin):
     )
     readonly_fields = ("created_at",)
     inlines = [ApiKeyInline]
-    actions = ["create_api_key", "rotate_webhook_secret"]
+    actions = ["create_api_key", "rotate_webhook_secret", "delete_selected"]
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiClient | None = None) -> bool:
         # A client with jobs is deactivated instead: deleting it would orphan its jobs.
@@ -52,7 +64,8 @@ class ApiClientAdmin(ReplicaListMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiClient, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if not change:
-            _, plain = api_key_create(client=obj, name="initial")
+            key, plain = api_key_create(client=obj, name="initial")
+            note_outcome(request, f"created with API key id {key.pk}")
             self.message_user(
                 request,
                 f"Client {obj.name} created. API key (shown once, copy it now): {plain} — "
@@ -60,30 +73,68 @@ class ApiClientAdmin(ReplicaListMixin, admin.ModelAdmin):
                 messages.SUCCESS,
             )
 
-    @admin.action(description="Rotate the webhook secret (new one shown once; old one signs 24 h)")
+    def has_rotate_webhook_secret_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("clients.rotate_webhook_secret")
+
+    def has_create_api_key_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("clients.add_apikey")
+
+    @admin.action(
+        description="Rotate the webhook secret (new one shown once; old one signs 24 h)",
+        permissions=["rotate_webhook_secret"],
+        location=_LIST_AND_FORM,
+    )
     def rotate_webhook_secret(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        rotated = 0
         for client in queryset:
             secret = webhook_secret_rotate(client=client)
+            rotated += 1
             self.message_user(
                 request,
                 f"New webhook secret for {client.name} (shown once, copy it now): {secret}. "
                 "Webhooks are signed with both secrets for the next 24 hours.",
                 messages.SUCCESS,
             )
+        note_outcome(request, f"{rotated} webhook secret(s) rotated")
 
-    @admin.action(description="Create a new API key (shown once)")
+    @admin.action(
+        description="Create a new API key (shown once)",
+        permissions=["create_api_key"],
+        location=_LIST_AND_FORM,
+    )
     def create_api_key(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        created = []
         for client in queryset:
-            _, plain = api_key_create(client=client, name=f"admin:{request.user}")
+            key, plain = api_key_create(client=client, name=f"admin:{request.user}")
+            created.append(str(key.pk))
             self.message_user(
                 request,
                 f"New API key for {client.name} (shown once, copy it now): {plain}",
                 messages.SUCCESS,
             )
+        note_outcome(request, f"API key id(s) {', '.join(created)} created")
+
+    @admin.action(description="Delete selected API clients", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> Any:
+        """Django's bulk delete, refused with a message when a selected client has jobs (their
+        rows would be orphaned; deactivate the client instead)."""
+        with_jobs = list(
+            queryset.filter(jobs__isnull=False).distinct().values_list("name", flat=True)
+        )
+        if with_jobs:
+            self.message_user(
+                request,
+                "Nothing was deleted: clients with jobs cannot be deleted, deactivate them "
+                f"instead (untick Active): {', '.join(sorted(with_jobs)[:20])}.",
+                messages.ERROR,
+            )
+            note_outcome(request, f"refused: {len(with_jobs)} selected client(s) have jobs")
+            return None
+        return django_delete_selected(self, request, queryset)
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ReplicaListMixin, admin.ModelAdmin):
+class ApiKeyAdmin(ReplicaListMixin, StaffModelAdmin):
     list_display = ("prefix", "client", "name", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     list_select_related = ("client",)
@@ -95,8 +146,16 @@ class ApiKeyAdmin(ReplicaListMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Revoke the selected keys")
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("clients.revoke_apikey")
+
+    @admin.action(
+        description="Revoke the selected keys", permissions=["revoke"], location=_LIST_AND_FORM
+    )
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
         for key in queryset:
             api_key_revoke(key=key)
-        self.message_user(request, f"{queryset.count()} key(s) revoked.", messages.SUCCESS)
+            revoked += 1
+        self.message_user(request, f"{revoked} key(s) revoked.", messages.SUCCESS)
+        note_outcome(request, f"{revoked} key(s) revoked")

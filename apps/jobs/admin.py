@@ -1,5 +1,7 @@
 """Admin for jobs: find (filters, search by id / idempotency key / client), inspect (events
-inline), retry and cancel (through the same services the API uses).
+inline), retry and cancel (through the same services the API uses), from the list or from a
+job's page. Viewing needs ``jobs.view_job``; the actions ``jobs.retry_job`` and
+``jobs.cancel_job`` (the "Conveyor operators" role, apps/staff).
 
 The list page stays fast on a million jobs: it may read a replica, never counts the table in
 full (apps/core/admin_tools.py), and its type and queue filters offer the registered job types
@@ -12,6 +14,7 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -20,6 +23,7 @@ from apps.core.errors import ConveyorError
 from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import all_job_types, queues
+from apps.staff.admin_tools import StaffModelAdmin, note_outcome
 
 
 class _RegistryFilter(admin.SimpleListFilter):
@@ -60,7 +64,7 @@ class JobEventInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
+class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     list_display = (
         "id",
         "type",
@@ -104,11 +108,25 @@ class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
             return queryset, False
         return queryset.filter(idempotency_key=term) | queryset.filter(client__name=term), False
 
-    @admin.action(description="Retry the selected failed or canceled jobs")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.cancel_job")
+
+    @admin.action(
+        description="Retry the selected failed or canceled jobs",
+        permissions=["retry"],
+        location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
+    )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._apply(request, queryset, lambda job: services.job_retry(job=job), "retried")
 
-    @admin.action(description="Cancel the selected jobs")
+    @admin.action(
+        description="Cancel the selected jobs",
+        permissions=["cancel"],
+        location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
+    )
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._apply(request, queryset, lambda job: services.job_cancel(job=job), "canceled")
 
@@ -124,3 +142,4 @@ class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
             self.message_user(request, f"{done} job(s) {verb}.", messages.SUCCESS)
         for line in refused[:20]:
             self.message_user(request, line, messages.WARNING)
+        note_outcome(request, f"{done} {verb}, {len(refused)} refused")

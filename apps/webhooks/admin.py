@@ -1,13 +1,16 @@
-"""Admin for webhook deliveries: filter, inspect every attempt, redeliver."""
+"""Admin for webhook deliveries: filter, inspect every attempt, redeliver (from the list or a
+delivery's page; needs ``webhooks.redeliver_webhookdelivery``, the "Conveyor operators" role)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.staff.admin_tools import StaffModelAdmin, note_outcome
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery
 from apps.webhooks.services import delivery_redeliver
 
@@ -24,7 +27,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(StaffModelAdmin):
     list_display = (
         "webhook_id",
         "event_type",
@@ -51,10 +54,18 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.method in {"GET", "HEAD"} and super().has_change_permission(request, obj)
 
-    @admin.action(description="Redeliver the selected deliveries now (same webhook-id)")
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("webhooks.redeliver_webhookdelivery")
+
+    @admin.action(
+        description="Redeliver the selected deliveries now (same webhook-id)",
+        permissions=["redeliver"],
+        location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
+    )
     def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         count = 0
         for delivery in queryset[:1000]:
             delivery_redeliver(delivery=delivery)
             count += 1
         self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
+        note_outcome(request, f"{count} queued again")
