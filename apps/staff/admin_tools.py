@@ -98,9 +98,7 @@ class StaffModelAdmin(admin.ModelAdmin):
 
     def _audited_action(self, func: Callable[..., Any], name: str) -> Callable[..., Any]:
         if name == _DELETE_SELECTED:
-            # Its first POST only asks for confirmation; the deletion is audited when it happens
-            # (delete_queryset).
-            return func
+            return self._audited_bulk_delete(func)
 
         @functools.wraps(func)
         def run(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
@@ -123,6 +121,24 @@ class StaffModelAdmin(admin.ModelAdmin):
                 object_count=count,
                 outcome=_take_outcome(request, "done"),
             )
+            return response
+
+        return run
+
+    def _audited_bulk_delete(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Django's bulk delete first answers with a confirmation page (nothing to audit) and
+        audits its deletion in ``delete_queryset``; a refusal noted by an admin's own version of
+        the action (``note_outcome``) is audited here."""
+
+        @functools.wraps(func)
+        def run(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+            response = func(modeladmin, request, queryset)
+            outcome = _take_outcome(request, "")
+            if outcome:
+                ids, count = _selection(queryset)
+                self._audit(
+                    request, _DELETE_SELECTED, object_ids=ids, object_count=count, outcome=outcome
+                )
             return response
 
         return run
