@@ -10,14 +10,8 @@ from django.utils import timezone
 from apps.clients.models import ApiClient
 from apps.core.ids import uuid7_with_time
 from apps.jobs.models import Job, JobStatus
+from apps.staff.services import ROLE_GROUPS
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
-
-# The staff roles that migration staff/0002 creates, by short name.
-STAFF_ROLES = {
-    "viewer": "Conveyor viewers",
-    "operator": "Conveyor operators",
-    "admin": "Conveyor admins",
-}
 
 
 class ApiClientFactory(factory.django.DjangoModelFactory):
@@ -75,7 +69,7 @@ class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
 
 
 class StaffUserFactory(factory.django.DjangoModelFactory):
-    """A staff user with one of ``STAFF_ROLES`` (``role="operator"``), or none (``role=None``)."""
+    """A staff user with one of the roles (``role="operator"``), or none (``role=None``)."""
 
     class Meta:
         model = get_user_model()
@@ -87,4 +81,4 @@ class StaffUserFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def role(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
         if create and extracted:
-            self.groups.add(Group.objects.get(name=STAFF_ROLES[extracted]))
+            self.groups.add(Group.objects.get(name=ROLE_GROUPS[extracted]))

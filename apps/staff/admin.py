@@ -1,10 +1,14 @@
-"""The audit log in the admin: readable by every staff role, writable by nobody."""
+"""The audit log in the admin: readable by every staff role, writable by nobody. Users and
+groups (who holds which role) are audited like every other model."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.http import HttpRequest
 
 from apps.staff.admin_tools import StaffModelAdmin
@@ -50,3 +54,18 @@ class AdminAuditEntryAdmin(StaffModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Giving a staff member a role is a write like any other: in the audit log too.
+class AuditedUserAdmin(StaffModelAdmin, UserAdmin):
+    pass
+
+
+class AuditedGroupAdmin(StaffModelAdmin, GroupAdmin):
+    pass
+
+
+for _model, _admin in ((get_user_model(), AuditedUserAdmin), (Group, AuditedGroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -19,10 +19,10 @@ from apps.clients.models import ApiClient, ApiKey
 from apps.clients.services import webhook_secret_rotate
 from apps.jobs.models import Job, JobStatus
 from apps.staff.models import AdminAuditEntry
+from apps.staff.services import ROLE_GROUPS
 from apps.webhooks.models import WebhookDelivery
 from tests.conftest import Tenant
 from tests.factories import (
-    STAFF_ROLES,
     ApiClientFactory,
     JobFactory,
     StaffUserFactory,
@@ -77,7 +77,7 @@ def test_the_migration_creates_three_groups_with_exactly_their_permissions() -> 
         "Conveyor operators": VIEW | OPERATE,
         "Conveyor admins": VIEW | OPERATE | ADMINISTER,
     }
-    assert set(STAFF_ROLES.values()) == set(expected)
+    assert set(ROLE_GROUPS.values()) == set(expected)
     for name, wanted in expected.items():
         group = Group.objects.get(name=name)
         granted = {
@@ -501,3 +501,53 @@ def test_bulk_delete_of_clients_without_jobs_works_and_is_audited(superuser: Cli
     entry = AdminAuditEntry.objects.get(action="delete_selected")
     assert sorted(entry.object_ids) == sorted(str(c.pk) for c in idle)
     assert entry.outcome == "2 deleted"
+
+
+# --- Who holds which role -------------------------------------------------------------------------
+def test_staff_role_command_gives_exactly_one_role_and_is_audited() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    user = User.objects.create_user("dana", password="pw")
+    call_command("staff_role", "dana", "operator")
+    user.refresh_from_db()
+    assert user.is_staff
+    assert set(user.groups.values_list("name", flat=True)) == {"Conveyor operators"}
+    assert user.has_perm("jobs.cancel_job")
+    assert not user.has_perm("clients.rotate_webhook_secret")
+
+    call_command("staff_role", "dana", "admin")
+    user = User.objects.get(pk=user.pk)  # a fresh permission cache
+    assert set(user.groups.values_list("name", flat=True)) == {"Conveyor admins"}
+    assert user.has_perm("clients.rotate_webhook_secret")
+
+    call_command("staff_role", "dana", "none")
+    user = User.objects.get(pk=user.pk)
+    assert not user.is_staff
+    assert not user.groups.exists()
+    outcomes = [e.outcome for e in AdminAuditEntry.objects.filter(action="staff_role")]
+    assert sorted(outcomes) == ["dana: admin", "dana: no role", "dana: operator"]
+    with pytest.raises(CommandError):
+        call_command("staff_role", "nobody", "viewer")
+
+
+def test_giving_a_role_on_the_admins_user_page_is_audited(superuser: Client) -> None:
+    user = StaffUserFactory(role="viewer")
+    operators = Group.objects.get(name="Conveyor operators")
+    form = {
+        "username": user.username,
+        "is_active": "on",
+        "is_staff": "on",
+        "groups": [operators.pk],
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+    }
+    response = superuser.post(f"/admin/auth/user/{user.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert set(user.groups.values_list("name", flat=True)) == {"Conveyor operators"}
+    entry = AdminAuditEntry.objects.get(action="change", model="auth.user")
+    assert entry.username == "root"
+    assert entry.object_ids == [str(user.pk)]
+    assert "Groups" in entry.outcome
