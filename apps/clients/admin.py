@@ -13,6 +13,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -118,19 +120,46 @@ class ApiClientAdmin(ReplicaListMixin, StaffModelAdmin):
     def delete_selected(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> Any:
         """Django's bulk delete, refused with a message when a selected client has jobs (their
         rows would be orphaned; deactivate the client instead)."""
-        with_jobs = list(
-            queryset.filter(jobs__isnull=False).distinct().values_list("name", flat=True)
-        )
-        if with_jobs:
+        try:
+            if with_jobs := _names_with_jobs(queryset):
+                raise ClientsHaveJobs(with_jobs)
+            return django_delete_selected(self, request, queryset)
+        except ClientsHaveJobs as refused:
             self.message_user(
                 request,
                 "Nothing was deleted: clients with jobs cannot be deleted, deactivate them "
-                f"instead (untick Active): {', '.join(sorted(with_jobs)[:20])}.",
+                f"instead (untick Active): {', '.join(refused.names[:20])}.",
                 messages.ERROR,
             )
-            note_outcome(request, f"refused: {len(with_jobs)} selected client(s) have jobs")
+            note_outcome(request, f"refused: {len(refused.names)} selected client(s) have jobs")
             return None
-        return django_delete_selected(self, request, queryset)
+
+    # A job may arrive between the check above (or the page's) and the deletion: the client
+    # rows are locked first (a submission's foreign-key check then waits for the deletion and
+    # fails) and checked again, so no job is ever left without its client.
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        with transaction.atomic():
+            pks = list(queryset.select_for_update().values_list("pk", flat=True))
+            if with_jobs := _names_with_jobs(ApiClient.objects.filter(pk__in=pks)):
+                raise ClientsHaveJobs(with_jobs)
+            super().delete_queryset(request, queryset)
+
+    def delete_model(self, request: HttpRequest, obj: ApiClient) -> None:
+        with transaction.atomic():
+            list(ApiClient.objects.select_for_update().filter(pk=obj.pk).values_list("pk"))
+            if obj.jobs.exists():
+                raise PermissionDenied
+            super().delete_model(request, obj)
+
+
+class ClientsHaveJobs(Exception):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.names = names
+
+
+def _names_with_jobs(queryset: QuerySet[ApiClient]) -> list[str]:
+    return sorted(queryset.filter(jobs__isnull=False).distinct().values_list("name", flat=True))
 
 
 @admin.register(ApiKey)

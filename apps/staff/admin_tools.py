@@ -225,7 +225,7 @@ class StaffModelAdmin(admin.ModelAdmin):
         self._audit(request, "change", object_ids=[obj.pk], outcome=_take_outcome(request, default))
         return entry
 
-    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         pk = obj.pk
         super().delete_model(request, obj)
         self._audit(request, "delete", object_ids=[pk], outcome="deleted")

@@ -11,6 +11,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.messages import get_messages
+from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.utils import timezone
 
@@ -488,6 +489,22 @@ def test_bulk_delete_of_clients_with_jobs_is_refused_with_a_message(superuser: C
     assert Job.objects.filter(client=busy).exists()
     refusals = AdminAuditEntry.objects.filter(action="delete_selected")
     assert [e.outcome for e in refusals] == ["refused: 1 selected client(s) have jobs"] * 2
+
+
+def test_a_job_arriving_after_the_check_still_stops_the_deletion(superuser: Client) -> None:
+    from django.test import RequestFactory
+
+    from apps.clients.admin import ClientsHaveJobs
+
+    busy = JobFactory().client
+    request = RequestFactory().post("/admin/clients/apiclient/")
+    request.user = User.objects.get(username="root")
+    client_admin = admin.site._registry[ApiClient]
+    with pytest.raises(ClientsHaveJobs):
+        client_admin.delete_queryset(request, ApiClient.objects.filter(pk=busy.pk))
+    with pytest.raises(PermissionDenied):
+        client_admin.delete_model(request, busy)
+    assert ApiClient.objects.filter(pk=busy.pk).exists()
 
 
 def test_bulk_delete_of_clients_without_jobs_works_and_is_audited(superuser: Client) -> None:
