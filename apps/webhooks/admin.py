@@ -3,6 +3,7 @@ delivery's page; needs ``webhooks.redeliver_webhookdelivery``, the "Conveyor ope
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin, messages
@@ -10,6 +11,7 @@ from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.jobs.admin import masked_input
 from apps.staff.admin_tools import StaffModelAdmin, note_outcome
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery
 from apps.webhooks.services import delivery_redeliver
@@ -45,8 +47,20 @@ class WebhookDeliveryAdmin(StaffModelAdmin):
     ordering = ("-id",)
     inlines = [WebhookAttemptInline]
     actions = ["redeliver"]
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    exclude = ("job_snapshot",)
+    readonly_fields = [
+        ("shown_job_snapshot" if f.name == "job_snapshot" else f.name)
+        for f in WebhookDelivery._meta.fields
+    ]
     raw_id_fields = ("job",)
+
+    @admin.display(description="job snapshot")
+    def shown_job_snapshot(self, delivery: WebhookDelivery) -> str:
+        """The snapshot with the job's sensitive input fields filtered (apps/jobs/admin.py)."""
+        snapshot = dict(delivery.job_snapshot or {})
+        if "input" in snapshot:
+            snapshot["input"] = masked_input(snapshot.get("type", ""), snapshot["input"])
+        return json.dumps(snapshot, ensure_ascii=False, indent=1)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -362,6 +362,27 @@ def test_no_admin_page_shows_a_secret_or_a_key_hash(role: str, tenant: Tenant) -
             assert secret not in html, f"{what} on {url}"
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_sensitive_job_input_is_filtered_on_job_and_delivery_pages(role: str) -> None:
+    from apps.jobs.transitions import job_snapshot
+
+    job = JobFactory(
+        type="testing.leaky_failure",
+        input={"password": "hunter2-very-secret", "note": "visible-note"},
+        status=JobStatus.FAILED,
+    )
+    delivery = WebhookDeliveryFactory(job=job, job_snapshot=job_snapshot(job))
+    browser = browser_for(role)
+    for url in (
+        f"/admin/jobs/job/{job.pk}/change/",
+        f"/admin/webhooks/webhookdelivery/{delivery.pk}/change/",
+    ):
+        html = browser.get(url).content.decode()
+        assert "hunter2-very-secret" not in html, url
+        assert "[Filtered]" in html, url
+        assert "visible-note" in html, url
+
+
 def test_a_new_key_and_secret_are_shown_once_to_the_admin_and_never_audited() -> None:
     admin_browser = browser_for("admin")
     form = {"name": "fresh", "is_active": "on", "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0"}
