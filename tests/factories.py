@@ -10,7 +10,7 @@ from django.utils import timezone
 from apps.clients.models import ApiClient
 from apps.core.ids import uuid7_with_time
 from apps.jobs.models import Job, JobStatus
-from apps.staff.services import ROLE_GROUPS
+from apps.staff.roles import ROLE_GROUPS
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 
 

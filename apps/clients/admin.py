@@ -121,9 +121,12 @@ class ApiClientAdmin(ReplicaListMixin, StaffModelAdmin):
         """Django's bulk delete, refused with a message when a selected client has jobs (their
         rows would be orphaned; deactivate the client instead)."""
         try:
-            if with_jobs := _names_with_jobs(queryset):
-                raise ClientsHaveJobs(with_jobs)
-            return django_delete_selected(self, request, queryset)
+            # Atomic, so that a refusal in delete_queryset also drops the history entries
+            # Django writes just before it.
+            with transaction.atomic():
+                if with_jobs := _names_with_jobs(queryset):
+                    raise ClientsHaveJobs(with_jobs)
+                return django_delete_selected(self, request, queryset)
         except ClientsHaveJobs as refused:
             self.message_user(
                 request,

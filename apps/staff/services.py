@@ -10,13 +10,7 @@ from django.db import transaction
 
 from apps.core.context import current_request_id
 from apps.staff.models import AdminAuditEntry
-
-# The staff roles, by short name: groups that migration staff/0002 creates (docs/operations.md).
-ROLE_GROUPS = {
-    "viewer": "Conveyor viewers",
-    "operator": "Conveyor operators",
-    "admin": "Conveyor admins",
-}
+from apps.staff.roles import ROLE_GROUPS
 
 
 def audit_record(

@@ -20,7 +20,7 @@ from apps.clients.models import ApiClient, ApiKey
 from apps.clients.services import webhook_secret_rotate
 from apps.jobs.models import Job, JobStatus
 from apps.staff.models import AdminAuditEntry
-from apps.staff.services import ROLE_GROUPS
+from apps.staff.roles import ROLE_GROUPS
 from apps.webhooks.models import WebhookDelivery
 from tests.conftest import Tenant
 from tests.factories import (
@@ -86,6 +86,17 @@ def test_the_migration_creates_three_groups_with_exactly_their_permissions() -> 
             for p in group.permissions.select_related("content_type")
         }
         assert granted == wanted, name
+
+
+def test_the_roles_are_put_back_as_defined_after_every_migrate() -> None:
+    from django.core.management.sql import emit_post_migrate_signal
+
+    Group.objects.get(name="Conveyor viewers").permissions.add(
+        Permission.objects.get(codename="cancel_job")
+    )
+    Group.objects.filter(name="Conveyor admins").delete()
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    test_the_migration_creates_three_groups_with_exactly_their_permissions()
 
 
 def test_every_admin_action_declares_the_permission_it_needs() -> None:
@@ -526,6 +537,34 @@ def test_a_job_arriving_after_the_check_still_stops_the_deletion(superuser: Clie
     with pytest.raises(PermissionDenied):
         client_admin.delete_model(request, busy)
     assert ApiClient.objects.filter(pk=busy.pk).exists()
+
+
+def test_a_deletion_refused_at_the_last_moment_leaves_no_trace(
+    superuser: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib.admin.models import DELETION, LogEntry
+
+    from apps.clients import admin as clients_admin
+
+    busy = JobFactory().client
+    real_check = clients_admin._names_with_jobs
+    checks = iter([[]])  # the action's own check misses the job, as if it arrived just after
+    monkeypatch.setattr(
+        clients_admin,
+        "_names_with_jobs",
+        lambda queryset: next(checks, None) or real_check(queryset),
+    )
+    response = superuser.post(
+        "/admin/clients/apiclient/",
+        {"action": "delete_selected", "_selected_action": [busy.pk], "post": "yes"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any(busy.name in m for m in messages_of(response))
+    assert ApiClient.objects.filter(pk=busy.pk).exists()
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()
+    [entry] = AdminAuditEntry.objects.filter(action="delete_selected")
+    assert entry.outcome.startswith("refused")
 
 
 def test_bulk_delete_of_clients_without_jobs_works_and_is_audited(superuser: Client) -> None:

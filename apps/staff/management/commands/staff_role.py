@@ -12,7 +12,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.staff.services import ROLE_GROUPS, staff_role_set
+from apps.staff.roles import ROLE_GROUPS
+from apps.staff.services import staff_role_set
 
 
 class Command(BaseCommand):
