@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "apps.clients",
     "apps.jobs",
     "apps.webhooks",
+    "apps.staff",
 ]
 
 MIDDLEWARE = [

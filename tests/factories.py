@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from apps.clients.models import ApiClient
 from apps.core.ids import uuid7_with_time
 from apps.jobs.models import Job, JobStatus
+from apps.staff.roles import ROLE_GROUPS
+from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 
 
 class ApiClientFactory(factory.django.DjangoModelFactory):
@@ -45,3 +50,35 @@ class JobFactory(factory.django.DjangoModelFactory):
         job_id, _created_at = uuid7_with_time()
         kwargs.setdefault("id", job_id)
         return super()._create(model_class, *args, **kwargs)
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    job = factory.SubFactory(JobFactory, status=JobStatus.SUCCEEDED)
+    client_id = factory.LazyAttribute(lambda d: d.job.client_id)
+    event_type = "job.succeeded"
+    sequence = 1
+    webhook_id = factory.Sequence(lambda n: f"msg_test{n}")
+    url = "http://127.0.0.1:9/hook"
+    job_snapshot = factory.LazyFunction(dict)
+    status = DeliveryStatus.FAILED
+    next_attempt_at = factory.LazyFunction(timezone.now)
+    created_at = factory.LazyFunction(timezone.now)
+
+
+class StaffUserFactory(factory.django.DjangoModelFactory):
+    """A staff user with one of the roles (``role="operator"``), or none (``role=None``)."""
+
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"staff-{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        if create and extracted:
+            self.groups.add(Group.objects.get(name=ROLE_GROUPS[extracted]))

@@ -57,6 +57,8 @@ class ApiClient(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Staff roles (apps/staff). Creating a key is the built-in add_apikey.
+        permissions = [("rotate_webhook_secret", "Can rotate a client's webhook secret")]
 
     def __str__(self) -> str:
         return self.name
@@ -83,6 +85,7 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke API keys")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.client})"

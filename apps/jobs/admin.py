@@ -1,25 +1,44 @@
 """Admin for jobs: find (filters, search by id / idempotency key / client), inspect (events
-inline), retry and cancel (through the same services the API uses).
+inline), retry and cancel (through the same services the API uses), from the list or from a
+job's page. Viewing needs ``jobs.view_job``; the actions ``jobs.retry_job`` and
+``jobs.cancel_job`` (the "Conveyor operators" role, apps/staff).
 
 The list page stays fast on a million jobs: it may read a replica, never counts the table in
 full (apps/core/admin_tools.py), and its type and queue filters offer the registered job types
 and queues instead of asking the table for its distinct values (a full scan per page view).
+
+No staff member sees the input fields a job type marks sensitive (``sensitive_input_fields``):
+the job's page, and a webhook delivery's snapshot of it, show them as ``[Filtered]``.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.admin_tools import EstimatedCountPaginator, ReplicaListMixin
 from apps.core.errors import ConveyorError
+from apps.core.logs import FILTERED
 from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
-from apps.jobs.registry import all_job_types, queues
+from apps.jobs.registry import all_job_types, get_job_type, queues
+from apps.staff.admin_tools import StaffModelAdmin, note_outcome
+
+
+def masked_input(type_name: str, data: Any) -> Any:
+    """A job's input as the admin shows it: the fields its type marks sensitive are replaced by
+    ``[Filtered]``, as in logs and Sentry events."""
+    job_type = get_job_type(type_name)
+    if job_type is not None and isinstance(data, dict) and job_type.sensitive_input_fields:
+        sensitive = job_type.sensitive_input_fields
+        data = {name: FILTERED if name in sensitive else value for name, value in data.items()}
+    return data
 
 
 class _RegistryFilter(admin.SimpleListFilter):
@@ -60,7 +79,7 @@ class JobEventInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
+class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     list_display = (
         "id",
         "type",
@@ -83,7 +102,12 @@ class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
     ordering = ("-id",)
     inlines = [JobEventInline]
     actions = ["retry_selected", "cancel_selected"]
-    readonly_fields = [f.name for f in Job._meta.fields]
+    exclude = ("input",)
+    readonly_fields = [("shown_input" if f.name == "input" else f.name) for f in Job._meta.fields]
+
+    @admin.display(description="input")
+    def shown_input(self, job: Job) -> str:
+        return json.dumps(masked_input(job.type, job.input), ensure_ascii=False, indent=1)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -104,11 +128,25 @@ class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
             return queryset, False
         return queryset.filter(idempotency_key=term) | queryset.filter(client__name=term), False
 
-    @admin.action(description="Retry the selected failed or canceled jobs")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.cancel_job")
+
+    @admin.action(
+        description="Retry the selected failed or canceled jobs",
+        permissions=["retry"],
+        location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
+    )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._apply(request, queryset, lambda job: services.job_retry(job=job), "retried")
 
-    @admin.action(description="Cancel the selected jobs")
+    @admin.action(
+        description="Cancel the selected jobs",
+        permissions=["cancel"],
+        location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
+    )
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._apply(request, queryset, lambda job: services.job_cancel(job=job), "canceled")
 
@@ -124,3 +162,4 @@ class JobAdmin(ReplicaListMixin, admin.ModelAdmin):
             self.message_user(request, f"{done} job(s) {verb}.", messages.SUCCESS)
         for line in refused[:20]:
             self.message_user(request, line, messages.WARNING)
+        note_outcome(request, f"{done} {verb}, {len(refused)} refused")

@@ -95,6 +95,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # Staff roles (apps/staff): what the admin's job actions need.
+        permissions = [("cancel_job", "Can cancel jobs"), ("retry_job", "Can retry jobs")]
         indexes = [
             # The list endpoint: own jobs newest first, optionally by status (keyset on id).
             models.Index(fields=["client", "-id"], name="job_client_id"),

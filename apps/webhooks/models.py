@@ -64,6 +64,8 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["status", "-id"], name="delivery_status_id"),
         ]
         verbose_name_plural = "webhook deliveries"
+        # Staff roles (apps/staff): what the admin's redeliver action needs.
+        permissions = [("redeliver_webhookdelivery", "Can redeliver webhooks")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.webhook_id} ({self.status})"
