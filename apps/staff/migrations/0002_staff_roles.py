@@ -63,8 +63,8 @@ class Migration(migrations.Migration):
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
         ("clients", "0002_staff_permissions"),
-        ("jobs", "0003_staff_permissions"),
-        ("webhooks", "0002_staff_permissions"),
+        ("jobs", "0004_staff_permissions"),
+        ("webhooks", "0003_staff_permissions"),
     ]
 
     operations = [migrations.RunPython(create_roles, drop_roles)]

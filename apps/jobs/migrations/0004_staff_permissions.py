@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0002_list_filter_indexes'),
+        ('jobs', '0003_held_jobs_of_inactive_clients'),
     ]
 
     operations = [
