@@ -38,31 +38,20 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, F, Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.db import update_returning
 from apps.core.metrics import webhook_deliveries_total, webhook_delivery_seconds
-from apps.jobs.models import Job
 from apps.jobs.representation import job_to_dict, rfc3339
 from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
 from apps.webhooks import signing, transport
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from apps.webhooks.outbox import WEBHOOKS_QUEUE, job_from_snapshot
+
+__all__ = ["WEBHOOKS_QUEUE", "delivery_attempt", "delivery_claim_next", "delivery_redeliver"]
 
 logger = logging.getLogger("conveyor.webhooks")
-
-
-def job_from_snapshot(snapshot: dict[str, Any]) -> Job:
-    """The job as a delivery's snapshot (the row as JSON) recorded it."""
-    values: dict[str, Any] = {}
-    for field in Job._meta.concrete_fields:
-        if field.column in snapshot:
-            raw = snapshot[field.column]
-            values[field.attname] = (
-                raw if field.get_internal_type() == "JSONField" else (field.to_python(raw))
-            )
-    return Job(**values)
 
 
 def render(delivery: WebhookDelivery) -> bytes:
@@ -141,40 +130,13 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
     token = uuid.uuid4()
     cap = max(1, settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT)
     using = router.db_for_write(WebhookDelivery)
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with transaction.atomic(using=using):
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
-            rows = list(
-                WebhookDelivery.objects.db_manager(using).raw(
-                    _claim_sql(), [lease, lease, token, now, now, cap]
-                )
-            )
-        return rows[0] if rows else None
-    saturated = (
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, leased_until__gt=now)
-        .values("client_id")
-        .annotate(in_flight=Count("id"))
-        .filter(in_flight__gte=cap)
-        .values("client_id")
-    )
-    inactive = ApiClient.objects.filter(is_active=False).values("pk")
-    due = (
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .exclude(client_id__in=Subquery(inactive))
-        .exclude(client_id__in=Subquery(saturated))
-        .order_by("next_attempt_at", "id")
-        .select_for_update(skip_locked=True)
-        .values("pk")[:1]
-    )
     with transaction.atomic(using=using):
-        rows = update_returning(
-            WebhookDelivery.objects.filter(pk=Subquery(due), status=DeliveryStatus.PENDING),
-            next_attempt_at=lease,
-            leased_until=lease,
-            lease_token=token,
-            attempts=F("attempts") + 1,
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
+        rows = list(
+            WebhookDelivery.objects.db_manager(using).raw(
+                _claim_sql(), [lease, lease, token, now, now, cap]
+            )
         )
     return rows[0] if rows else None
 
@@ -343,25 +305,13 @@ def _fenced(delivery: WebhookDelivery) -> Any:
 def _record(
     delivery_id: int, lease_token: Any, attempt: dict[str, Any], update: dict[str, Any]
 ) -> bool:
-    """Write the attempt's row and the delivery's new state together, only if the lease
-    ``lease_token`` is still the delivery's: on PostgreSQL in one statement (a data-modifying
-    CTE, its own transaction), elsewhere in a transaction. False when nothing was written."""
-    using = router.db_for_write(WebhookDelivery)
-    connection = connections[using]
+    """Write the attempt's row and the delivery's new state together, in one statement (a
+    data-modifying CTE, its own transaction), only if the lease ``lease_token`` is still the
+    delivery's. False when nothing was written."""
     if lease_token is None:
         return False
-    if connection.vendor != "postgresql":
-        with transaction.atomic(using=using):
-            updated = (
-                WebhookDelivery.objects.using(using)
-                .filter(pk=delivery_id, lease_token=lease_token, status=DeliveryStatus.PENDING)
-                .update(**update)
-            )
-            if updated:
-                WebhookAttempt.objects.using(using).create(delivery_id=delivery_id, **attempt)
-        return bool(updated)
     sql = _record_sql(tuple(attempt), tuple(update))
-    with connection.cursor() as cursor:
+    with connections[router.db_for_write(WebhookDelivery)].cursor() as cursor:
         cursor.execute(sql, [*update.values(), delivery_id, lease_token, *attempt.values()])
         return cursor.rowcount == 1
 
@@ -400,6 +350,3 @@ def due_deliveries_exist(now: datetime | None = None) -> bool:
     return WebhookDelivery.objects.filter(
         Q(status=DeliveryStatus.PENDING) & Q(next_attempt_at__lte=now or timezone.now())
     ).exists()
-
-
-WEBHOOKS_QUEUE = "webhooks"
