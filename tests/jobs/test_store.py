@@ -211,29 +211,24 @@ def test_a_lost_attempt_waits_out_its_backoff_from_its_last_heartbeat(
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
 
 
+@pytest.mark.parametrize(
+    ("job_type", "status"),
+    [
+        ("testing.hog", JobStatus.FAILED),  # retry_on_timeout=False
+        # echo retries timeouts and backs off at most 1 s on a first failure: long past.
+        ("diagnostics.echo", JobStatus.QUEUED),
+    ],
+)
 @pytest.mark.django_db
-def test_a_job_that_overran_its_timeout_is_not_retried_when_its_type_says_so() -> None:
-    job = _lost(type="testing.hog", input={"seconds": 1}, max_attempts=3, timeout_seconds=1)
-    Job.objects.filter(pk=job.pk).update(
-        heartbeat_at=timezone.now() - timedelta(seconds=60),
-        started_at=timezone.now() - timedelta(seconds=60),
-    )
+def test_a_job_that_overran_its_timeout_is_retried_only_if_its_type_retries_timeouts(
+    job_type: str, status: str
+) -> None:
+    job = _lost(type=job_type, max_attempts=3, timeout_seconds=1)
+    long_ago = timezone.now() - timedelta(seconds=60)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=long_ago, started_at=long_ago)
     maintenance.jobs_recover_stale(heartbeat_timeout=30, grace=5)
     recovered = Job.objects.get(pk=job.pk)
-    assert (recovered.status, recovered.error["code"]) == (JobStatus.FAILED, "timeout")
-
-
-@pytest.mark.django_db
-def test_a_job_that_overran_its_timeout_is_retried_when_its_type_retries_timeouts() -> None:
-    job = _lost(max_attempts=3, timeout_seconds=10)
-    Job.objects.filter(pk=job.pk).update(
-        heartbeat_at=timezone.now() - timedelta(seconds=120),
-        started_at=timezone.now() - timedelta(seconds=120),
-    )
-    maintenance.jobs_recover_stale(heartbeat_timeout=30, grace=5)
-    recovered = Job.objects.get(pk=job.pk)
-    # echo backs off at most 1 s on a first failure: long past since its last heartbeat.
-    assert (recovered.status, recovered.error["code"]) == (JobStatus.QUEUED, "timeout")
+    assert (recovered.status, recovered.error["code"]) == (status, "timeout")
 
 
 @pytest.mark.django_db
