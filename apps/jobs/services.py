@@ -545,6 +545,20 @@ def jobs_promote_due_batch(*, now: datetime | None = None, limit: int = 1000) ->
     return promoted
 
 
+def _stale_attempt_error(job: Job, *, now: datetime, grace: float) -> tuple[dict[str, Any], bool]:
+    """What ended an attempt whose worker stopped beating, and whether to retry it: a timeout
+    when it also ran past its timeout plus ``grace`` (retried if its type retries timeouts),
+    else a lost worker (retried)."""
+    if job.started_at is not None and now > job.started_at + timedelta(
+        seconds=job.timeout_seconds + grace
+    ):
+        job_type = get_job_type(job.type)
+        error = {"code": "timeout", "message": "the job ran over its timeout and its worker died"}
+        return error, job_type.retry_on_timeout if job_type is not None else True
+    worker = job.worker or "unknown"
+    return {"code": "worker_lost", "message": f"the worker ({worker}) stopped heartbeating"}, True
+
+
 def jobs_recover_stale_batch(
     *, heartbeat_timeout: float, grace: float, now: datetime | None = None, limit: int = 500
 ) -> int:
@@ -563,22 +577,7 @@ def jobs_recover_stale_batch(
             .order_by("heartbeat_at")[:limit]
         )
         for job in stale:
-            overran = job.started_at is not None and now > job.started_at + timedelta(
-                seconds=job.timeout_seconds + grace
-            )
-            if overran:
-                error = {
-                    "code": "timeout",
-                    "message": "the job ran over its timeout and its worker died",
-                }
-                job_type = get_job_type(job.type)
-                retryable = job_type.retry_on_timeout if job_type is not None else True
-            else:
-                error = {
-                    "code": "worker_lost",
-                    "message": f"the worker ({job.worker or 'unknown'}) stopped heartbeating",
-                }
-                retryable = True
+            error, retryable = _stale_attempt_error(job, now=now, grace=grace)
             changed = _fail_attempt(
                 job,
                 error=error,

@@ -213,6 +213,7 @@ def _names() -> dict[str, str]:
 
 @cache
 def _update_statement(
+    *,
     selector: str,
     where: tuple[str, ...],
     sets: tuple[str, ...],
@@ -307,15 +308,15 @@ def change_job(
     _check(event, where, changes)
     connection = connections["default"]
     statement = _update_statement(
-        "next_in_queue" if next_in_queue is not None else "id",
-        tuple(where),
-        tuple(changes),
-        count_attempt,
-        bump_version,
-        event is not None,
-        webhook_event is not None,
-        webhook_event is not None and outbox.is_throttled(webhook_event),
-        async_commit,
+        selector="next_in_queue" if next_in_queue is not None else "id",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=count_attempt,
+        bump_version=bump_version,
+        event=event is not None,
+        webhook=webhook_event is not None,
+        throttled=webhook_event is not None and outbox.is_throttled(webhook_event),
+        async_commit=async_commit,
     )
     params = _params(connection, where, changes, event)
     if next_in_queue is not None:
@@ -341,7 +342,15 @@ def change_due_jobs(
     _check(event, where, changes)
     connection = connections["default"]
     statement = _update_statement(
-        "due", tuple(where), tuple(changes), False, True, True, False, False, False
+        selector="due",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=False,
+        bump_version=True,
+        event=True,
+        webhook=False,
+        throttled=False,
+        async_commit=False,
     )
     params = _params(connection, where, changes, event)
     params.update(due_by=due_by, limit=limit)
