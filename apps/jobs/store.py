@@ -156,10 +156,10 @@ SELECT_DUE = (
     '"id" = ANY(ARRAY(SELECT "id" FROM {table} WHERE "status" = %(where_status)s '
     'AND "run_at" <= %(due_by)s ORDER BY "run_at" LIMIT %(limit)s FOR UPDATE SKIP LOCKED))'
 )
+# The event of each row the change returned (``t``).
 INSERT_EVENTS = (
-    "{name} AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
-    'SELECT "id", %(event_from)s, "status", "attempts", %(event_at)s, %(event_details)s '
-    "FROM {source})"
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT "id", %(event_from)s, "status", "attempts", %(event_at)s, %(event_details)s FROM t)'
 )
 INSERT_ONE_JOB = "INSERT INTO {table} ({columns}) VALUES ({values})"
 # Several jobs are one jsonb parameter (an array of rows, serialised by orjson in one C call)
@@ -245,7 +245,7 @@ def _update_statement(
     ctes = [f"t AS ({update})"]
     tail = ""
     if event:
-        ctes.append(INSERT_EVENTS.format(name="e", events=names["events"], source="t"))
+        ctes.append(INSERT_EVENTS.format(**names))
     if webhook:
         ctes.append(outbox.delivery_statement(throttled=throttled))
         tail += ", (SELECT count(*) FROM outbox_n)"
