@@ -49,8 +49,6 @@ from apps.webhooks import signing, transport
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbox import WEBHOOKS_QUEUE, job_from_snapshot
 
-__all__ = ["WEBHOOKS_QUEUE", "delivery_attempt", "delivery_claim_next", "delivery_redeliver"]
-
 logger = logging.getLogger("conveyor.webhooks")
 
 
