@@ -206,19 +206,7 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
                 leased_until=None,
             )
             return DeliveryStatus.SKIPPED if skipped else STALE
-        body = render(delivery)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": delivery.webhook_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signing.signature_header(
-                signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
-            ),
-        }
-        if delivery.request_id:
-            headers["X-Request-ID"] = delivery.request_id
-        answer = transport.post(delivery.url, body, headers)
+        answer = _send(delivery, now)
     except Exception as exc:
         logger.exception(
             "webhook %s %s: the attempt raised %s", delivery.webhook_id, delivery.event_type, exc
@@ -228,6 +216,61 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
             round((time.perf_counter() - started) * 1000, 2),
             error=f"internal error: {type(exc).__name__}",
         )
+    outcome, update = _outcome(delivery, answer)
+    recorded = _record(
+        delivery.pk,
+        delivery.lease_token,
+        {
+            "at": now,
+            "status_code": answer.status_code,
+            "latency_ms": answer.latency_ms,
+            "outcome": outcome,
+            "error": answer.error[:500],
+            "response_excerpt": answer.excerpt,
+        },
+        update,
+    )
+    summary = (
+        delivery.webhook_id,
+        delivery.event_type,
+        delivery.url,
+        outcome,
+        answer.status_code or answer.error,
+        answer.latency_ms,
+    )
+    if not recorded:
+        logger.warning(
+            "webhook %s %s to %s: %s (%s, %.0f ms), but its lease was taken over: not recorded",
+            *summary,
+        )
+        return STALE
+    if settings.METRICS_ENABLED:
+        webhook_deliveries_total.labels(outcome).inc()
+        webhook_delivery_seconds.observe(answer.latency_ms / 1000)
+    log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
+    log("webhook %s %s to %s: %s (%s, %.0f ms)", *summary)
+    return str(update.get("status", DeliveryStatus.PENDING))
+
+
+def _send(delivery: WebhookDelivery, now: datetime) -> transport.Answer:
+    """POST the delivery, signed, within the transport's deadline."""
+    body = render(delivery)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(
+            signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
+        ),
+    }
+    if delivery.request_id:
+        headers["X-Request-ID"] = delivery.request_id
+    return transport.post(delivery.url, body, headers)
+
+
+def _outcome(delivery: WebhookDelivery, answer: transport.Answer) -> tuple[str, dict[str, Any]]:
+    """What an answer means for the delivery: (the attempt's outcome, the delivery's changes)."""
     status_code = answer.status_code
     update: dict[str, Any] = {"last_status_code": status_code, "last_error": answer.error}
     outcome: str
@@ -250,44 +293,7 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
         if not answer.error:
             update["last_error"] = f"HTTP {status_code}"
     update.update(lease_token=None, leased_until=None)
-    recorded = _record(
-        delivery.pk,
-        delivery.lease_token,
-        {
-            "at": now,
-            "status_code": status_code,
-            "latency_ms": answer.latency_ms,
-            "outcome": outcome,
-            "error": answer.error[:500],
-            "response_excerpt": answer.excerpt,
-        },
-        update,
-    )
-    if not recorded:
-        logger.warning(
-            "webhook %s %s to %s: %s (%s, %.0f ms), but its lease was taken over: not recorded",
-            delivery.webhook_id,
-            delivery.event_type,
-            delivery.url,
-            outcome,
-            status_code or answer.error,
-            answer.latency_ms,
-        )
-        return STALE
-    if settings.METRICS_ENABLED:
-        webhook_deliveries_total.labels(outcome).inc()
-        webhook_delivery_seconds.observe(answer.latency_ms / 1000)
-    log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
-    log(
-        "webhook %s %s to %s: %s (%s, %.0f ms)",
-        delivery.webhook_id,
-        delivery.event_type,
-        delivery.url,
-        outcome,
-        status_code or answer.error,
-        answer.latency_ms,
-    )
-    return str(update.get("status", DeliveryStatus.PENDING))
+    return outcome, update
 
 
 STALE = "stale"  # delivery_attempt: the lease was taken over, nothing was written
