@@ -86,11 +86,13 @@ def publish_jobs(jobs: Iterable[Job]) -> int:
     return publish_wakeups({q: wakeups_for(n) for q, n in per_queue.items()})
 
 
-# --- Wake-ups that travel with the transaction (PostgreSQL) ----------------------------------
+# --- Wake-ups that travel with the transaction ------------------------------------------------
 
 
 def uses_relay(using: str = "default") -> bool:
-    return settings.WAKEUP_RELAY and connections[using].vendor == "postgresql"
+    """Whether transactions on ``using`` NOTIFY the relay (WAKEUP_RELAY, the same for every
+    alias) instead of publishing wake-ups after commit."""
+    return settings.WAKEUP_RELAY
 
 
 def notify_payload(per_queue: Mapping[str, int]) -> str:

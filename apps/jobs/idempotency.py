@@ -74,15 +74,11 @@ def run_once(
     produce: Callable[[], StoredResponse],
 ) -> StoredResponse:
     """The stored response for (client, key), or ``produce()``'s, stored with it atomically."""
-    connection = connections["default"]
     records = IdempotencyRecord.objects.using("default")
     with transaction.atomic(using="default"):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(client.pk, key)])
-                locked = cursor.fetchone()[0]
-        else:
-            locked = True  # SQLite serialises writers; the unique constraint decides
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(client.pk, key)])
+            locked = cursor.fetchone()[0]
         existing = records.filter(client_id=client.pk, key=key).first()
         if existing is not None:
             return _replay(existing, fingerprint)
