@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
@@ -85,22 +85,15 @@ def run_once(
         if not locked:
             raise IdempotencyInProgress()
         response = produce()
-        try:
-            with transaction.atomic(using="default"):
-                records.create(
-                    client_id=client.pk,
-                    key=key,
-                    request_hash=fingerprint,
-                    status_code=response.status,
-                    response=response.body,
-                    location=response.location,
-                    created_at=timezone.now(),
-                )
-        except IntegrityError:
-            # Only reachable without advisory locks (SQLite): another request won the race.
-            transaction.set_rollback(True)
-            existing = records.filter(client_id=client.pk, key=key).first()
-            if existing is None:
-                raise
-            return _replay(existing, fingerprint)
+        # The lock makes this the only request for (client, key) in flight, and it found no
+        # record: the unique constraint is a guard, never the arbiter.
+        records.create(
+            client_id=client.pk,
+            key=key,
+            request_hash=fingerprint,
+            status_code=response.status,
+            response=response.body,
+            location=response.location,
+            created_at=timezone.now(),
+        )
     return response
