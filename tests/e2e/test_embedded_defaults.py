@@ -234,6 +234,39 @@ def test_make_run_starts_again_after_a_run_killed_with_its_server(
     assert " ERROR " not in output, output[-4000:]
 
 
+def test_devdb_stop_stops_the_server_under_a_running_supervisor(
+    local: Path, tmp_path: Path
+) -> None:
+    """`make clean` stops the server first (`python -m config.devdb stop`), whoever started it;
+    the supervisor then finds it gone and ends quietly."""
+    env = fresh_env(local, tmp_path)
+    data = local / "var" / "postgres"
+    argv = [sys.executable, "-m", "config.devdb", "run", "--", "sleep", "120"]
+    supervisor = ManagedProcess("devdb", argv, env, tmp_path / "devdb.log")
+    try:
+        supervisor.wait_for_output("embedded PostgreSQL ready")
+        assert postgres_running(data)
+        stopped = subprocess.run(
+            [sys.executable, "-m", "config.devdb", "stop"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"embedded PostgreSQL stopped ({data})" in stopped.stderr
+        assert not postgres_running(data)
+    finally:
+        interrupt(supervisor)
+    assert "Traceback" not in supervisor.output(), supervisor.output()
+    again = subprocess.run(
+        [sys.executable, "-m", "config.devdb", "stop"], cwd=ROOT, env=env, capture_output=True
+    )
+    assert again.returncode == 0
+    assert again.stderr == b""  # nothing to stop
+
+
 def test_manage_commands_without_make_run_say_what_is_missing(local: Path, tmp_path: Path) -> None:
     """With neither `make run`'s .env nor DATABASE_URL, `manage.py` refuses with a clear
     message: production settings (the default) first, then where the database comes from."""
