@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -102,11 +103,19 @@ def _pg_ctl() -> Path:
     return Path(POSTGRES_BIN_PATH) / "pg_ctl"
 
 
-def _is_postgres(pid: int) -> bool:
-    import psutil
-
+def _process(pid: int) -> psutil.Process | None:
+    """The live process ``pid`` (not a zombie), or None."""
     try:
-        return psutil.Process(pid).name() == "postgres"
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process
+    except psutil.Error:
+        return None
+
+
+def _is_postgres(pid: int) -> bool:
+    process = _process(pid)
+    try:
+        return process is not None and process.name() == "postgres"
     except psutil.Error:
         return False
 
@@ -130,11 +139,9 @@ def _postmaster_pid(data: Path) -> int | None:
 
 def _prune_holders(data: Path) -> None:
     """Forget the registrations of supervisors that died without unregistering (SIGKILL)."""
-    import psutil
-
     holders = data / ".handle_pids.json"
     if holders.is_file():
-        alive = [pid for pid in _read_pids(holders) if psutil.pid_exists(pid)]
+        alive = [pid for pid in _read_pids(holders) if _process(pid) is not None]
         holders.write_text(json.dumps(alive))
 
 
