@@ -158,11 +158,8 @@ class QueueCollector:
 
         try:
             with transaction.atomic(using="default"):
-                if connections["default"].vendor == "postgresql":
-                    with connections["default"].cursor() as cursor:
-                        cursor.execute(
-                            f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"
-                        )
+                with connections["default"].cursor() as cursor:
+                    cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
                 rows = (
                     Job.objects.using("default")
                     .filter(status=JobStatus.QUEUED, held=False)
