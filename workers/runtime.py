@@ -95,7 +95,8 @@ def _finish(job: Job, outcome: Callable[[], Job | None]) -> str:
 
 
 class WorkerRuntime:
-    """Runs claimed jobs in this process: one handler at a time, on the main thread, watched."""
+    """Runs claimed jobs in this process, one at a time (a pool process runs one handler, on
+    its main thread), each watched by the process's watchdog."""
 
     def __init__(self) -> None:
         self.interruption = Interruption()

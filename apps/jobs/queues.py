@@ -22,7 +22,8 @@ from datetime import datetime
 from django.db.models import Count, Min
 from django.db.models.functions import Coalesce
 
-from apps.jobs.models import Job, JobStatus
+# No model or registry import at the top: config/settings.py takes the names from here, before
+# any app is loaded.
 
 DEFAULT_QUEUE = "default"
 WEBHOOKS_QUEUE = "webhooks"
@@ -46,6 +47,8 @@ def waiting_jobs(*, using: str | None = None) -> dict[str, Waiting]:
 
     One grouped query over the partial index of claimable jobs, however large the table.
     """
+    from apps.jobs.models import Job, JobStatus
+
     rows = (
         Job.objects.db_manager(using)
         .filter(status=JobStatus.QUEUED, held=False)
@@ -59,7 +62,6 @@ def waiting_jobs(*, using: str | None = None) -> dict[str, Waiting]:
 def reported_queues(waiting: dict[str, Waiting] | None = None) -> list[str]:
     """The queues that reports list: every job type's and any with jobs waiting, in name
     order, then the maintenance queue."""
-    # Imported here: the registry takes DEFAULT_QUEUE from this module.
     from apps.jobs.registry import queues as job_type_queues
 
     names = (set(job_type_queues()) | set(waiting or ())) - {MAINTENANCE_QUEUE}
