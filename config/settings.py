@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.jobs.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -286,7 +288,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -399,7 +401,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # The maintenance loop. Each tick expires if the scheduler is too busy to run it in time, so a
 # backlog of ticks never piles up.
-_MAINTENANCE = {"queue": "maintenance"}
+_MAINTENANCE = {"queue": MAINTENANCE_QUEUE}
 CELERY_BEAT_SCHEDULE = {
     "promote-due": {
         "task": "conveyor.maintenance.promote_due",

@@ -32,12 +32,10 @@ from django.db import connections, transaction
 
 from apps.core.context import current_request_id
 from apps.jobs.models import Job
+from apps.jobs.queues import RUN_JOBS_TASK, TASK_FOR_QUEUE
 
 logger = logging.getLogger(__name__)
 
-RUN_JOBS_TASK = "conveyor.run_jobs"
-# Queues whose wake-ups start another task than run_jobs.
-TASK_FOR_QUEUE = {"webhooks": "conveyor.deliver_webhooks"}
 CHANNEL = "conveyor_wakeup"
 
 
