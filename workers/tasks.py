@@ -9,10 +9,10 @@ from django.conf import settings
 
 from apps.clients.services import api_keys_refuse_in_cache
 from apps.jobs import holds, maintenance
-from apps.jobs.dispatch import RUN_JOBS_TASK
+from apps.jobs.queues import DELIVER_WEBHOOKS_TASK, RUN_JOBS_TASK
 from apps.webhooks import maintenance as webhook_maintenance
 from config.celery_app import app
-from workers import runtime
+from workers import runtime, webhook_drain
 
 
 @app.task(name=RUN_JOBS_TASK, bind=True, acks_late=True, ignore_result=True)
@@ -23,11 +23,11 @@ def run_jobs(self: Task, queue: str) -> dict[str, int]:
     )
 
 
-@app.task(name="conveyor.deliver_webhooks", bind=True, acks_late=True, ignore_result=True)
+@app.task(name=DELIVER_WEBHOOKS_TASK, bind=True, acks_late=True, ignore_result=True)
 def deliver_webhooks(self: Task, queue: str) -> dict[str, int]:
     """A wake-up for the webhook pool: send due deliveries until none is left or the budget
     is spent."""
-    return runtime.run_deliveries()
+    return webhook_drain.drain_deliveries()
 
 
 # --- Maintenance (the scheduler process: beat + a worker on the maintenance queue) -------------

@@ -21,6 +21,7 @@ from apps.clients.models import ApiClient
 from apps.clients.selectors import authenticate_key
 from apps.core.fastcache import Batch
 from apps.core.replicas import pin_key, pin_ttl, replicas_configured
+from apps.core.request_state import request_state
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -69,19 +70,18 @@ class ApiKeyAuthentication(BaseAuthentication):
         if group is not None:
             limits.enforce_client(group, client, result.count)
         values = result.values
+        state = request_state(request)
         if check_pin:
             # Unknown (cache down) counts as pinned: the primary is always a correct answer.
             pinned = not result.ok or len(values) <= prefetched or values[prefetched] is not None
-            request._request.recently_wrote = pinned
-        self.prefetched(request, values[:prefetched])
+            state.recently_wrote = pinned
+        state.prefetched = values[:prefetched]
         return client, client.api_key_id  # type: ignore[attr-defined]
 
     def prefetch_keys(self, request: Any) -> Any:
-        """Cache keys (given the client id) to fetch in the authentication round trip."""
+        """Cache keys (given the client id) to fetch in the authentication round trip; their
+        values reach the view as ``request_state(request).prefetched``."""
         return None
-
-    def prefetched(self, request: Any, values: list[bytes | None]) -> None:
-        """Receives the values of ``prefetch_keys``."""
 
     def authenticate_header(self, request: Any) -> str:
         return 'Bearer realm="conveyor"'

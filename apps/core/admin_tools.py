@@ -61,8 +61,6 @@ class EstimatedCountPaginator(Paginator):
         if not isinstance(queryset, QuerySet):
             return super().count
         connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
-            return queryset.count()
         if not queryset.query.where:
             estimate = _table_estimate(connection, queryset.model._meta.db_table)
             if estimate > self.exact_up_to:

@@ -16,10 +16,9 @@ def update_returning[M: models.Model](
     """``queryset.update(**changes)`` that also returns the updated rows, in one statement.
 
     A conditional UPDATE decides a race by its row count; RETURNING hands back the row as the
-    winner left it (PostgreSQL and SQLite 3.35+ both support it), so the caller never reads the
-    row again to learn what it just wrote. ``async_commit`` (PostgreSQL) lets the transaction
-    commit without waiting for its WAL flush: only for a change whose loss in a database crash
-    is harmless.
+    winner left it, so the caller never reads the row again to learn what it just wrote.
+    ``async_commit`` lets the transaction commit without waiting for its WAL flush: only for a
+    change whose loss in a database crash is harmless.
     """
     model = queryset.model
     # Django's own QuerySet.update() is built the same way (private API, stable for years).
@@ -31,6 +30,6 @@ def update_returning[M: models.Model](
     sql, params = compiler.as_sql()
     quote = compiler.connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in model._meta.concrete_fields)
-    if async_commit and compiler.connection.vendor == "postgresql":
+    if async_commit:
         columns += ", set_config('synchronous_commit', 'off', true) AS async_commit"
     return list(model._default_manager.db_manager(using).raw(f"{sql} RETURNING {columns}", params))

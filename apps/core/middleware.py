@@ -17,6 +17,7 @@ from apps.core.access_log import access_log
 from apps.core.context import clean_request_id, request_id_var, request_var
 from apps.core.metrics import observe_request
 from apps.core.replicas import check, primary_reads, read_scope
+from apps.core.request_state import request_state
 
 logger = logging.getLogger("conveyor.replicas")
 access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -30,7 +31,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = clean_request_id(request.META.get("HTTP_X_REQUEST_ID"))
-        request.request_id = request_id  # type: ignore[attr-defined]
+        request_state(request).request_id = request_id
         token = request_id_var.set(request_id)
         request_token = request_var.set(request)
         try:
@@ -108,6 +109,6 @@ class AccessMiddleware:
                 status,
                 round(seconds * 1000, 2),
                 None if user is None or isinstance(user, LazyObject) else user.pk,
-                getattr(request, "request_id", None),
+                request_state(request).request_id,
             )
         return response

@@ -9,8 +9,6 @@ from celery import current_app
 
 logger = logging.getLogger(__name__)
 
-MAINTENANCE_QUEUE = "maintenance"
-
 
 def queue_depths(queues: list[str]) -> dict[str, int | None]:
     """Messages waiting in each queue; None where the broker could not be asked."""

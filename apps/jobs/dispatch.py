@@ -13,10 +13,10 @@ That is what makes Conveyor robust and fast:
 - a batch of 1 000 jobs needs a handful of messages, not 1 000.
 
 Apps never import ``workers``: messages name their task (``conveyor.run_jobs``). A wake-up is
-sent only after the jobs' transaction commits. On PostgreSQL the transaction itself carries it
-out as ``NOTIFY conveyor_wakeup`` (delivered at commit), and the relay in the scheduler process
-turns notifications into broker messages (apps/jobs/relay.py): the web process never waits on
-the broker. Elsewhere (SQLite in development) it is published from an on-commit hook.
+sent only after the jobs' transaction commits. The transaction itself carries it out as
+``NOTIFY conveyor_wakeup`` (delivered at commit), and the relay in the scheduler process turns
+notifications into broker messages (apps/jobs/relay.py): the web process never waits on the
+broker. With ``WAKEUP_RELAY=false`` it is published from an on-commit hook instead.
 """
 
 from __future__ import annotations
@@ -32,12 +32,10 @@ from django.db import connections, transaction
 
 from apps.core.context import current_request_id
 from apps.jobs.models import Job
+from apps.jobs.queues import RUN_JOBS_TASK, TASK_FOR_QUEUE
 
 logger = logging.getLogger(__name__)
 
-RUN_JOBS_TASK = "conveyor.run_jobs"
-# Queues whose wake-ups start another task than run_jobs.
-TASK_FOR_QUEUE = {"webhooks": "conveyor.deliver_webhooks"}
 CHANNEL = "conveyor_wakeup"
 
 
@@ -86,11 +84,13 @@ def publish_jobs(jobs: Iterable[Job]) -> int:
     return publish_wakeups({q: wakeups_for(n) for q, n in per_queue.items()})
 
 
-# --- Wake-ups that travel with the transaction (PostgreSQL) ----------------------------------
+# --- Wake-ups that travel with the transaction ------------------------------------------------
 
 
 def uses_relay(using: str = "default") -> bool:
-    return settings.WAKEUP_RELAY and connections[using].vendor == "postgresql"
+    """Whether transactions on ``using`` NOTIFY the relay (WAKEUP_RELAY, the same for every
+    alias) instead of publishing wake-ups after commit."""
+    return settings.WAKEUP_RELAY
 
 
 def notify_payload(per_queue: Mapping[str, int]) -> str:

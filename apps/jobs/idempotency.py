@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
@@ -74,37 +74,26 @@ def run_once(
     produce: Callable[[], StoredResponse],
 ) -> StoredResponse:
     """The stored response for (client, key), or ``produce()``'s, stored with it atomically."""
-    connection = connections["default"]
     records = IdempotencyRecord.objects.using("default")
     with transaction.atomic(using="default"):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(client.pk, key)])
-                locked = cursor.fetchone()[0]
-        else:
-            locked = True  # SQLite serialises writers; the unique constraint decides
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(client.pk, key)])
+            locked = cursor.fetchone()[0]
         existing = records.filter(client_id=client.pk, key=key).first()
         if existing is not None:
             return _replay(existing, fingerprint)
         if not locked:
             raise IdempotencyInProgress()
         response = produce()
-        try:
-            with transaction.atomic(using="default"):
-                records.create(
-                    client_id=client.pk,
-                    key=key,
-                    request_hash=fingerprint,
-                    status_code=response.status,
-                    response=response.body,
-                    location=response.location,
-                    created_at=timezone.now(),
-                )
-        except IntegrityError:
-            # Only reachable without advisory locks (SQLite): another request won the race.
-            transaction.set_rollback(True)
-            existing = records.filter(client_id=client.pk, key=key).first()
-            if existing is None:
-                raise
-            return _replay(existing, fingerprint)
+        # The lock makes this the only request for (client, key) in flight, and it found no
+        # record: the unique constraint is a guard, never the arbiter.
+        records.create(
+            client_id=client.pk,
+            key=key,
+            request_hash=fingerprint,
+            status_code=response.status,
+            response=response.body,
+            location=response.location,
+            created_at=timezone.now(),
+        )
     return response

@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 
 from apps.core import metrics
 from apps.jobs.models import TERMINAL_STATUSES, Job, JobStatus
+from apps.jobs.queues import Waiting, reported_queues, waiting_jobs
 
 logger = logging.getLogger("conveyor.jobs")
 
@@ -115,10 +116,9 @@ class QueueCollector:
         )
         waiting = self._waiting()
         up.add_metric(["database"], 0 if waiting is None else 1)
-        from apps.jobs.broker import MAINTENANCE_QUEUE, queue_depths
-        from apps.jobs.registry import queues
+        from apps.jobs.broker import queue_depths
 
-        names = sorted({*queues(), MAINTENANCE_QUEUE, *(waiting or {})})
+        names = reported_queues(waiting)
         jobs = GaugeMetricFamily(
             "conveyor_queue_jobs",
             "Jobs waiting in each queue (status queued) in the database: what workers drain.",
@@ -132,8 +132,9 @@ class QueueCollector:
         if waiting is not None:
             now = time.time()
             for name in names:
-                count, since = waiting.get(name, (0, None))
-                jobs.add_metric([name], count)
+                queued = waiting.get(name)
+                jobs.add_metric([name], queued.count if queued else 0)
+                since = queued.oldest if queued else None
                 oldest.add_metric([name], _seconds_since(since, now) or 0.0)
         yield jobs
         yield oldest
@@ -152,25 +153,12 @@ class QueueCollector:
         yield from self._workers(up)
         yield up
 
-    def _waiting(self) -> dict[str, tuple[int, Any]] | None:
-        from django.db.models import Count, Min
-        from django.db.models.functions import Coalesce
-
+    def _waiting(self) -> dict[str, Waiting] | None:
         try:
             with transaction.atomic(using="default"):
-                if connections["default"].vendor == "postgresql":
-                    with connections["default"].cursor() as cursor:
-                        cursor.execute(
-                            f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"
-                        )
-                rows = (
-                    Job.objects.using("default")
-                    .filter(status=JobStatus.QUEUED, held=False)
-                    .values("queue")
-                    .annotate(n=Count("pk"), oldest=Min(Coalesce("enqueued_at", "created_at")))
-                    .order_by()
-                )
-                return {row["queue"]: (row["n"], row["oldest"]) for row in rows}
+                with connections["default"].cursor() as cursor:
+                    cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
+                return waiting_jobs(using="default")
         except Exception:
             logger.warning("metrics: could not count queued jobs", exc_info=True)
             return None

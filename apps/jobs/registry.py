@@ -33,6 +33,7 @@ import orjson
 from rest_framework import serializers
 
 from apps.core.errors import PayloadTooLarge, ValidationFailed
+from apps.jobs.queues import DEFAULT_QUEUE
 
 
 class JobContext(Protocol):
@@ -90,7 +91,7 @@ class JobType:
     handler: Handler
     input_serializer: type[serializers.Serializer]
     description: str = ""
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     timeout_seconds: int = 300
     max_timeout_seconds: int = 3600
     max_attempts: int = 3

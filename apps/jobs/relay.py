@@ -1,6 +1,6 @@
 """The wake-up relay: PostgreSQL notifications in, broker wake-ups out.
 
-On PostgreSQL a transaction that queues jobs also issues ``NOTIFY conveyor_wakeup`` (in the same
+A transaction that queues jobs also issues ``NOTIFY conveyor_wakeup`` (in the same
 statement as the INSERT for a submission). PostgreSQL delivers the notification only if and
 when the transaction commits, so the relay never wakes a worker for a row it cannot see, and
 the web process never talks to the broker at all: a submission costs one statement.
@@ -107,15 +107,13 @@ class WakeupRelay:
 
 
 def start_relay() -> WakeupRelay | None:
-    """Start the relay, or explain once why none is needed: without PostgreSQL (the embedded
-    SQLite default) or with ``WAKEUP_RELAY=false``, the web process publishes wake-ups itself
-    after each commit (apps/jobs/dispatch.py), so there is nothing to listen to."""
+    """Start the relay, or explain once why none is needed: with ``WAKEUP_RELAY=false`` the web
+    process publishes wake-ups itself after each commit (apps/jobs/dispatch.py), so there is
+    nothing to listen to."""
     if not uses_relay():
         logger.info(
-            "wake-up relay not started: the database is %s and WAKEUP_RELAY=%s; wake-ups are "
-            "published after each commit instead",
-            connections["default"].vendor,
-            settings.WAKEUP_RELAY,
+            "wake-up relay not started: WAKEUP_RELAY=false; wake-ups are published after each "
+            "commit instead"
         )
         return None
     return WakeupRelay(window=settings.RELAY_WINDOW_SECONDS).start()

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, router
-from django.db.models import Count, Min, QuerySet
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from apps.core.errors import NotFound
 from apps.core.replicas import primary_reads, reading_from_replica
 from apps.jobs.models import Job, JobStatus
+from apps.jobs.queues import reported_queues, waiting_jobs
 
 
 def parse_job_id(value: str) -> uuid.UUID | None:
@@ -65,13 +64,8 @@ def jobs_filtered(*, client_id: int, filters: JobListFilters) -> QuerySet[Job]:
     if filters.queues:
         qs = qs.filter(queue__in=filters.queues)
     if filters.metadata:
-        if connections[router.db_for_read(Job)].vendor == "postgresql":
-            # jsonb containment: served by the GIN index on metadata.
-            qs = qs.filter(metadata__contains=filters.metadata)
-        else:
-            for index, (key, value) in enumerate(sorted(filters.metadata.items())):
-                alias = f"metadata_{index}"
-                qs = qs.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(**{alias: value})
+        # jsonb containment: served by the GIN index on metadata.
+        qs = qs.filter(metadata__contains=filters.metadata)
     # Ids are UUIDv7, ordered by creation time: an id bound lets the (client, id) index do the
     # range scan, and the created_at condition keeps the exact semantics.
     if filters.created_after is not None:
@@ -101,32 +95,24 @@ def jobs_page_for_client(
 
 
 def queue_statistics() -> dict[str, Any]:
-    """Per queue: broker depth, queued jobs and the oldest one's wait; jobs per status."""
-    from apps.jobs.broker import MAINTENANCE_QUEUE, queue_depths
-    from apps.jobs.registry import queues
+    """Per queue: broker depth, waiting jobs and the oldest one's wait; jobs per status."""
+    from apps.jobs.broker import queue_depths
 
     now = timezone.now()
     statuses = dict.fromkeys(JobStatus.values, 0)
     for row in Job.objects.values("status").annotate(n=Count("pk")).order_by():
         statuses[row["status"]] = row["n"]
-    waiting = {
-        row["queue"]: row
-        for row in Job.objects.filter(status=JobStatus.QUEUED, held=False)
-        .values("queue")
-        .annotate(n=Count("pk"), oldest=Min("enqueued_at"))
-        .order_by()
-    }
-    names = sorted(set(queues()) | set(waiting))
-    depths = queue_depths([*names, MAINTENANCE_QUEUE])
+    waiting = waiting_jobs()
+    names = reported_queues(waiting)
+    depths = queue_depths(names)
     result = {}
-    for name in [*names, MAINTENANCE_QUEUE]:
+    for name in names:
         queued = waiting.get(name)
-        oldest = queued["oldest"] if queued else None
         result[name] = {
             "depth": depths.get(name),
-            "queued": queued["n"] if queued else 0,
-            "oldest_queued_age_seconds": round((now - oldest).total_seconds(), 3)
-            if oldest
+            "queued": queued.count if queued else 0,
+            "oldest_queued_age_seconds": round((now - queued.oldest).total_seconds(), 3)
+            if queued
             else None,
         }
     return {"queues": result, "statuses": statuses}

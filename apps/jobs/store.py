@@ -8,8 +8,9 @@ up):
   delivered at commit), for one job or a thousand;
 - ``change_job``: a conditional ``UPDATE … WHERE <expected state> RETURNING`` whose result
   decides a race (no row: someone else changed the job first), with its JobEvent and, when the
-  job subscribes to the change, its webhook delivery (apps/webhooks/outbox.py) written by the
-  same statement (data-modifying CTEs);
+  job subscribes to the change, its webhook delivery written by the same statement
+  (data-modifying CTEs). The delivery's SQL is the outbox's (apps/webhooks/outbox.py), which
+  the webhooks app registers with ``use_outbox`` at start-up: jobs import nothing from webhooks;
 - ``change_due_jobs``: the same for every job of a status that has come due, a batch at a time.
 
 The store decides nothing: which change to make is the services' policy (apps/jobs/services.py).
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 from uuid import UUID
 
 import orjson
@@ -42,7 +43,6 @@ from psycopg.types.json import Jsonb
 from apps.clients.models import ApiClient
 from apps.jobs.dispatch import CHANNEL, notify_payload, publish_on_commit, uses_relay
 from apps.jobs.models import Job, JobEvent, JobStatus
-from apps.webhooks import outbox
 
 __all__ = [
     "TRANSITIONS",
@@ -53,6 +53,7 @@ __all__ = [
     "change_due_jobs",
     "change_job",
     "insert_jobs",
+    "use_outbox",
 ]
 
 BATCH_ROWS = 1000  # rows per INSERT statement (a whole batch)
@@ -127,6 +128,31 @@ class JobChanges(TypedDict, total=False):
     cancel_requested: bool
     worker: str
     task_id: str
+
+
+class Outbox(Protocol):
+    """What the store needs of the webhook outbox (apps/webhooks/outbox.py)."""
+
+    def delivery_statement(self, *, throttled: bool) -> str: ...
+
+    def delivery_params(self, *, event_type: str, at: datetime) -> dict[str, Any]: ...
+
+    def is_throttled(self, event_type: str) -> bool: ...
+
+
+_outbox: list[Outbox] = []
+
+
+def use_outbox(outbox: Outbox) -> None:
+    """Write webhook deliveries with ``outbox``'s SQL (the webhooks app, at start-up)."""
+    _outbox[:] = [outbox]
+    _update_statement.cache_clear()
+
+
+def _the_outbox() -> Outbox:
+    if not _outbox:
+        raise RuntimeError("no webhook outbox registered (apps.webhooks is not installed)")
+    return _outbox[0]
 
 
 class InvalidTransition(ValueError):
@@ -247,7 +273,7 @@ def _update_statement(
     if event:
         ctes.append(INSERT_EVENTS.format(**names))
     if webhook:
-        ctes.append(outbox.delivery_statement(throttled=throttled))
+        ctes.append(_the_outbox().delivery_statement(throttled=throttled))
         tail += ", (SELECT count(*) FROM outbox_n)"
     if async_commit:
         tail += f", {ASYNC_COMMIT}"
@@ -315,7 +341,7 @@ def change_job(
         bump_version=bump_version,
         event=event is not None,
         webhook=webhook_event is not None,
-        throttled=webhook_event is not None and outbox.is_throttled(webhook_event),
+        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
         async_commit=async_commit,
     )
     params = _params(connection, where, changes, event)
@@ -325,7 +351,7 @@ def change_job(
         when = at or (event.at if event is not None else None)
         if when is None:
             raise ValueError("a webhook event needs its time")
-        params.update(outbox.delivery_params(event_type=webhook_event, at=when))
+        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         jobs = _to_jobs(cursor.fetchall())

@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.clients.models import ApiClient
+from apps.core.api import ConveyorAPIView
 from apps.core.api_docs import error_responses
-from apps.jobs.api.views import ConveyorAPIView
 from apps.jobs.selectors import job_get_for_client
 from apps.webhooks.selectors import deliveries_for_job, delivery_to_dict
 

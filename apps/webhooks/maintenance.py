@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from apps.jobs.broker import queue_depths
 from apps.jobs.dispatch import publish_wakeups, wakeups_for
+from apps.jobs.queues import WEBHOOKS_QUEUE
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
-from apps.webhooks.services import WEBHOOKS_QUEUE
 
 
 def deliveries_wake_due(*, limit: int = 1000) -> int:

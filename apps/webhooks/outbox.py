@@ -1,9 +1,10 @@
 """The webhook outbox: which job changes become deliveries, and what a delivery row holds.
 
-A subscribed job change writes its delivery in the same statement as the change (the job store,
-apps/jobs/store.py, adds ``delivery_statement`` to its UPDATE), so no subscribed change commits
-without its delivery and none costs a second round trip. Everything a delivery row is made of is
-defined here, once:
+A subscribed job change writes its delivery in the same statement as the change, so no
+subscribed change commits without its delivery and none costs a second round trip: the job
+store (apps/jobs/store.py) adds ``delivery_statement`` to its UPDATE. This module is the store's
+outbox, registered by the webhooks app at start-up, so that jobs import nothing from webhooks.
+Everything a delivery row is made of is defined here, once:
 
 - its columns (``DELIVERY_COLUMNS``), written from the changed job row;
 - its ``webhook-id``: ``msg_<job id without dashes>_<job version>``, unique per event and the
@@ -26,19 +27,19 @@ from django.db import connections
 
 from apps.jobs.dispatch import CHANNEL
 from apps.jobs.models import Job
+from apps.jobs.queues import WEBHOOKS_QUEUE
 from apps.jobs.webhook_events import JOB_PROGRESS
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 
 __all__ = [
     "PROGRESS_EVERY",
-    "WEBHOOKS_QUEUE",
     "delivery_params",
     "delivery_statement",
+    "is_throttled",
     "job_from_snapshot",
     "job_snapshot",
 ]
 
-WEBHOOKS_QUEUE = "webhooks"
 PROGRESS_EVERY = timedelta(seconds=1)
 
 # Written from the changed job row ``t``: (delivery column, value).

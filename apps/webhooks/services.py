@@ -43,11 +43,12 @@ from django.utils import timezone
 
 from apps.clients.models import ApiClient
 from apps.core.metrics import webhook_deliveries_total, webhook_delivery_seconds
+from apps.jobs.queues import WEBHOOKS_QUEUE
 from apps.jobs.representation import job_to_dict, rfc3339
 from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
 from apps.webhooks import signing, transport
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
-from apps.webhooks.outbox import WEBHOOKS_QUEUE, job_from_snapshot
+from apps.webhooks.outbox import job_from_snapshot
 
 logger = logging.getLogger("conveyor.webhooks")
 

@@ -39,12 +39,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 def database_url() -> str:
     """A URL for the database the tests run against (pytest-django's test database)."""
     s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
     auth = s["USER"] or "postgres"
     if s.get("PASSWORD"):
         auth += f":{s['PASSWORD']}"
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    host = s["HOST"] or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket directory
+        return f"postgres://{auth}@/{s['NAME']}?host={host}"
+    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def service_env(**overrides: str) -> dict[str, str]:

@@ -1,7 +1,6 @@
 from django.urls import path
 
 from apps.jobs.api import views
-from apps.webhooks.api import JobDeliveriesView
 
 urlpatterns = [
     path("jobs", views.JobCollectionView.as_view(), name="jobs"),
@@ -9,6 +8,5 @@ urlpatterns = [
     path("jobs/<str:job_id>", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<str:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
-    path("jobs/<str:job_id>/deliveries", JobDeliveriesView.as_view(), name="job-deliveries"),
     path("job-types", views.JobTypeListView.as_view(), name="job-types"),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -14,13 +13,15 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
+from apps.core.api import ConveyorAPIView
 from apps.core.api_docs import error_responses
-from apps.core.errors import UnsupportedMediaType, ValidationFailed
-from apps.core.replicas import PRIMARY, allow_replica_reads, pin_ttl
+from apps.core.cursors import decode_cursor, encode_cursor
+from apps.core.errors import ValidationFailed
+from apps.core.replicas import PRIMARY, pin_ttl
+from apps.core.request_state import request_state
 from apps.jobs import idempotency, selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
@@ -39,43 +40,13 @@ from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 JOB_CACHE_CONTROL = "private, no-cache"
 
 
-class ConveyorAPIView(APIView):
-    """Base for every API view: a request body, wherever it is sent, must be JSON.
-
-    ``rate_limit_groups`` names each method's rate-limit group (apps/clients/limits.py), counted
-    while authenticating. ``replica_reads`` lets the view's GET read a replica once
-    authentication found that the client has not written recently (apps/core/replicas.py).
-    """
-
-    rate_limit_groups: dict[str, str] = {}
-    replica_reads = False
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        if _has_body(request) and not _is_json(request.content_type):
-            raise UnsupportedMediaType()
-        if self.replica_reads and getattr(request._request, "recently_wrote", True) is False:
-            allow_replica_reads()
-
-
-def _has_body(request: Request) -> bool:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or 0) > 0
-    except ValueError:
-        return True
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
-
-
 def _client(request: Request) -> ApiClient:
     """The authenticated API client (ApiKeyAuthentication puts it in request.user)."""
     return cast(ApiClient, request.user)
 
 
 def _request_id(request: Request) -> str:
-    return str(getattr(request._request, "request_id", ""))
+    return request_state(request).request_id or ""
 
 
 def _job_response(job: Any, status: int = 200, **headers: str) -> HttpResponse:
@@ -114,20 +85,6 @@ def _idempotent(
 
 
 # --- Query parsing for the list ---------------------------------------------------------------
-
-
-def _encode_cursor(pk: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(pk.bytes).rstrip(b"=").decode()
-
-
-def _decode_cursor(value: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        return uuid.UUID(bytes=raw)
-    except (ValueError, TypeError):
-        raise ValidationFailed(
-            "The cursor is not valid.", details={"cursor": ["Not a cursor from this API."]}
-        ) from None
 
 
 def _split(values: list[str]) -> list[str]:
@@ -174,7 +131,7 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
     )
     if errors:
         raise ValidationFailed("The query is not valid.", details=errors)
-    cursor = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
     return filters, cursor, limit
 
 
@@ -219,7 +176,7 @@ class JobCollectionView(ConveyorAPIView):
         next_url = None
         if next_pk is not None:
             query = request.query_params.copy()
-            query["cursor"] = _encode_cursor(next_pk)
+            query["cursor"] = encode_cursor(next_pk)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         return Response({"results": [job_to_dict(job) for job in jobs], "next": next_url})
 
@@ -273,9 +230,6 @@ class JobStatusAuthentication(ApiKeyAuthentication):
             return None
         return lambda client_id: [job_cache_key(client_id, job_id)]
 
-    def prefetched(self, request: Any, values: list[bytes | None]) -> None:
-        request._request.cached_job = values[0] if values else None
-
 
 class JobDetailView(ConveyorAPIView):
     authentication_classes = [JobStatusAuthentication]
@@ -288,7 +242,8 @@ class JobDetailView(ConveyorAPIView):
         responses={200: JobDoc, 304: None, **error_responses(401, 404, 429)},
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
-        cached = getattr(request._request, "cached_job", None)
+        prefetched = request_state(request).prefetched  # JobStatusAuthentication's
+        cached = prefetched[0] if prefetched else None
         if cached is not None:
             version, body = decode(cached)
         else:

@@ -1,9 +1,8 @@
 # Indexes for the job list's filters (EXPLAIN-checked in tests/jobs/test_list_indexes.py).
-# Built CONCURRENTLY on PostgreSQL, so the migration never blocks submissions on a big table.
+# Built CONCURRENTLY, so the migration never blocks submissions on a big table.
 
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
-
-from apps.core.migration_ops import AddIndexConcurrently, RunSQLOnPostgreSQL
 
 
 class Migration(migrations.Migration):
@@ -20,7 +19,7 @@ class Migration(migrations.Migration):
         ),
         # metadata @> '{"key": "value"}': jsonb_path_ops indexes each path-and-value as one
         # hash, smaller and faster for containment than the default jsonb_ops.
-        RunSQLOnPostgreSQL(
+        migrations.RunSQL(
             sql=(
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS job_metadata_gin "
                 "ON jobs_job USING gin (metadata jsonb_path_ops)"

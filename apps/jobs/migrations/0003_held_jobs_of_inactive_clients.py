@@ -3,9 +3,8 @@
 # index and submissions are never blocked on a big table). The column's database default makes
 # adding it instant on PostgreSQL (no table rewrite).
 
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
-
-from apps.core.migration_ops import AddIndexConcurrently, RemoveIndexConcurrently
 
 
 class Migration(migrations.Migration):

@@ -2,9 +2,8 @@
 # deliveries in flight (apps/webhooks/services.py). Nullable columns are added without a table
 # rewrite; the index is built CONCURRENTLY on PostgreSQL, so deliveries keep flowing meanwhile.
 
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
-
-from apps.core.migration_ops import AddIndexConcurrently
 
 
 class Migration(migrations.Migration):

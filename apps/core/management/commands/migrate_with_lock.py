@@ -1,6 +1,6 @@
 """``manage.py migrate_with_lock``: ``migrate --noinput``, one process at a time.
 
-Every web process runs this before serving (Procfile). On PostgreSQL a session advisory lock
+Every web process runs this before serving (Procfile). A session advisory lock
 makes concurrent starts take turns, so two instances never apply the same migration at once; the
 second finds nothing left to do.
 """
@@ -21,13 +21,10 @@ class Command(BaseCommand):
     help = "Apply migrations, serialised across processes by a PostgreSQL advisory lock."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        locking = connection.vendor == "postgresql"
-        if locking:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_ID])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_ID])
         try:
             call_command("migrate", interactive=False, verbosity=options["verbosity"])
         finally:
-            if locking:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_ID])
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_ID])
