@@ -1,7 +1,7 @@
 """Database routing: writes to the primary; reads to a replica only where that is safe.
 
-Every write goes to the primary (the hot write paths, apps/jobs/transitions.py and bulk.py, do
-not even ask: they use ``connections["default"]``). A read goes to a replica only when the code
+Every write goes to the primary (the hot write path, apps/jobs/store.py, does not even ask: it
+uses ``connections["default"]``). A read goes to a replica only when the code
 around it opened a replica read scope (apps/core/replicas.py: the API's GET views, the admin's
 list pages, ``queue_stats``) and no transaction is open; everything else, in particular services
 and workers that read in order to write, reads the primary. With no ``DATABASE_REPLICA_URLS``

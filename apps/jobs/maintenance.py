@@ -1,14 +1,17 @@
 """The maintenance loop's work: what keeps every accepted job moving to a terminal status.
 
 Run by the scheduler process (Celery beat + a worker on the ``maintenance`` queue, see
-workers/tasks.py). Each step is bounded (a batch at a time), claims rows with
-``FOR UPDATE SKIP LOCKED`` and changes them with conditional updates, so two schedulers running
+workers/tasks.py). Each step is bounded (a batch at a time, a time budget per run); the changes
+of a job's status are services (apps/jobs/services.py), which claim rows with
+``FOR UPDATE SKIP LOCKED`` and change them with conditional updates, so two schedulers running
 by mistake cannot double anything.
 
 - promote: ``scheduled`` and ``retrying`` jobs whose ``run_at`` has come → ``queued`` + published.
 - recover: ``running`` jobs whose heartbeat stopped (worker SIGKILLed, machine gone, process
-  killed at its hard time limit) → queued again as a new attempt, or ``failed`` when attempts
-  are used up (which also stops a poison job that kills its worker every time).
+  killed at its hard time limit) → a failed attempt, decided as ``job_fail`` decides one:
+  retried after its backoff (at once when its last heartbeat is older than that), ``failed``
+  when attempts are used up (which also stops a poison job that kills its worker every time)
+  or when it overran its timeout and its type does not retry timeouts.
 - wake stalled queues: ``queued`` jobs wait while the broker holds no wake-up for their queue
   (Redis restarted without persistence, a crash between commit and publish) → a new wake-up.
 - purge: finished jobs older than the retention period, in small steps, within a time budget.
@@ -18,118 +21,67 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, F
+from django.db.models import Count
 from django.utils import timezone
 
-from apps.core.db import update_returning
+from apps.jobs import services
 from apps.jobs.broker import queue_depths
-from apps.jobs.dispatch import publish_on_commit, publish_wakeups, wakeups_for
-from apps.jobs.models import IdempotencyRecord, Job, JobEvent, JobStatus
-from apps.jobs.services import job_changed
-from apps.jobs.transitions import change_job
-from apps.jobs.webhook_events import EVENT_FOR_STATUS
+from apps.jobs.dispatch import publish_wakeups, wakeups_for
+from apps.jobs.models import IdempotencyRecord, Job, JobStatus
 
 logger = logging.getLogger("conveyor.maintenance")
 
 
-def _locked_ids(queryset: Any, order: str, limit: int) -> list[Any]:
-    return list(
-        queryset.select_for_update(skip_locked=True)
-        .order_by(order)
-        .values_list("pk", flat=True)[:limit]
-    )
+# One run of a step goes on while it finds full batches, for at most this long.
+STEP_MAX_SECONDS = 1.0
 
 
-def _events(jobs: list[Job], from_status: str, at: datetime, details: dict[str, Any]) -> None:
-    JobEvent.objects.bulk_create(
-        [
-            JobEvent(
-                job_id=job.pk,
-                from_status=from_status,
-                to_status=job.status,
-                attempt=job.attempts,
-                at=at,
-                details=details,
-            )
-            for job in jobs
-        ]
-    )
-    for job in jobs:
-        job_changed.send(sender=Job, job=job, previous=from_status)
+def _in_batches(step: Callable[[], int], limit: int, max_seconds: float) -> int:
+    """Run ``step`` (one batch, returning how many rows it changed) until a batch comes back
+    short or ``max_seconds`` have been spent; at least once. Returns the total."""
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    while True:
+        done = step()
+        total += done
+        if done < limit or time.monotonic() >= deadline:
+            return total
 
 
-def jobs_promote_due(*, now: datetime | None = None, limit: int = 1000) -> int:
-    """Queue and publish scheduled and retrying jobs that are due. Returns how many."""
+def jobs_promote_due(
+    *, now: datetime | None = None, limit: int = 1000, max_seconds: float = STEP_MAX_SECONDS
+) -> int:
+    """Queue and wake the pools of scheduled and retrying jobs that are due, ``limit`` of each
+    status per batch (``services.jobs_promote_due_batch``). Returns how many."""
     now = now or timezone.now()
-    promoted = 0
-    for status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
-        with transaction.atomic():
-            ids = _locked_ids(Job.objects.filter(status=status, run_at__lte=now), "run_at", limit)
-            if not ids:
-                continue
-            jobs = update_returning(
-                Job.objects.filter(pk__in=ids, status=status),
-                status=JobStatus.QUEUED,
-                enqueued_at=now,
-                version=F("version") + 1,
-            )
-            _events(jobs, status, now, {"reason": "due"})
-            publish_on_commit(jobs)
-            promoted += len(jobs)
-    return promoted
+    return _in_batches(
+        lambda: services.jobs_promote_due_batch(now=now, limit=limit), limit, max_seconds
+    )
 
 
 def jobs_recover_stale(
-    *, heartbeat_timeout: float, grace: float, now: datetime | None = None, limit: int = 500
+    *,
+    heartbeat_timeout: float,
+    grace: float,
+    now: datetime | None = None,
+    limit: int = 500,
+    max_seconds: float = STEP_MAX_SECONDS,
 ) -> int:
-    """Take back running jobs whose worker stopped beating. Returns how many."""
+    """Take back running jobs whose worker stopped beating, ``limit`` per batch
+    (``services.jobs_recover_stale_batch`` decides each). Returns how many."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=heartbeat_timeout)
-    recovered = 0
-    with transaction.atomic():
-        ids = _locked_ids(
-            Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff),
-            "heartbeat_at",
-            limit,
-        )
-        requeued: list[Job] = []
-        for job in Job.objects.filter(pk__in=ids, status=JobStatus.RUNNING):
-            overran = job.started_at is not None and now > job.started_at + timedelta(
-                seconds=job.timeout_seconds + grace
-            )
-            error = (
-                {"code": "timeout", "message": "the job ran over its timeout and its worker died"}
-                if overran
-                else {
-                    "code": "worker_lost",
-                    "message": f"the worker ({job.worker or 'unknown'}) stopped heartbeating",
-                }
-            )
-            if job.cancel_requested:
-                target, extra = JobStatus.CANCELED, {"finished_at": now}
-            elif job.attempts >= job.max_attempts:
-                target, extra = JobStatus.FAILED, {"finished_at": now}
-            else:
-                target, extra = JobStatus.QUEUED, {"enqueued_at": now}
-            changed = change_job(
-                where={"id": job.pk, "status": JobStatus.RUNNING, "attempts": job.attempts},
-                changes={"status": target, "error": error, "heartbeat_at": None, **extra},
-                event=(JobStatus.RUNNING, now, {"error": error, "recovered": True}),
-                webhook_event=EVENT_FOR_STATUS.get(target),
-            )
-            if changed is not None:
-                job_changed.send(sender=Job, job=changed, previous=JobStatus.RUNNING)
-                if target == JobStatus.QUEUED:
-                    requeued.append(changed)
-                recovered += 1
-                logger.warning("recovered job %s from %s: %s", job.pk, job.worker, error["code"])
-        publish_on_commit(requeued)
-    return recovered
+    return _in_batches(
+        lambda: services.jobs_recover_stale_batch(
+            heartbeat_timeout=heartbeat_timeout, grace=grace, now=now, limit=limit
+        ),
+        limit,
+        max_seconds,
+    )
 
 
 def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
@@ -164,7 +116,7 @@ def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
     return publish_wakeups(stalled) if stalled else 0
 
 
-def _purge_statement(vendor: str) -> str:
+def _purge_statement() -> str:
     """One purge step: delete up to ``n`` finished jobs older than the cutoff, oldest first.
 
     The rows are chosen and locked by the same statement that deletes them (``FOR UPDATE SKIP
@@ -180,11 +132,7 @@ def _purge_statement(vendor: str) -> str:
     chosen = " ".join(
         ['SELECT "id" FROM', table, "WHERE", finished, 'ORDER BY "finished_at" LIMIT %(n)s']
     )
-    if vendor == "postgresql":
-        chosen += " FOR UPDATE SKIP LOCKED"
-        target = f'"id" = ANY(ARRAY({chosen}))'
-    else:
-        target = f'"id" IN ({chosen})'
+    target = f'"id" = ANY(ARRAY({chosen} FOR UPDATE SKIP LOCKED))'
     return " ".join(["DELETE FROM", table, "WHERE", target, "AND", finished])
 
 
@@ -199,7 +147,7 @@ def jobs_purge_step(*, cutoff: datetime, batch_size: int) -> int:
         "n": batch_size,
     }
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_purge_statement(connection.vendor), params)
+        cursor.execute(_purge_statement(), params)
         return max(cursor.rowcount, 0)
 
 
@@ -221,13 +169,9 @@ def jobs_purge_finished(
     batch_size = batch_size or settings.JOB_PURGE_BATCH_SIZE
     budget = settings.JOB_PURGE_MAX_SECONDS if max_seconds is None else max_seconds
     cutoff = (now or timezone.now()) - older_than
-    deadline = time.monotonic() + budget
-    deleted = 0
-    while True:
-        step = jobs_purge_step(cutoff=cutoff, batch_size=batch_size)
-        deleted += step
-        if step < batch_size or time.monotonic() >= deadline:
-            break
+    deleted = _in_batches(
+        lambda: jobs_purge_step(cutoff=cutoff, batch_size=batch_size), batch_size, budget
+    )
     if deleted:
         logger.info("purged %s finished job(s) older than %s", deleted, older_than)
     return deleted

@@ -1,7 +1,7 @@
 """Jobs and their append-only event log.
 
-Every status change is a conditional UPDATE in apps/jobs/services.py plus one JobEvent row; no
-other code writes ``Job.status``.
+Every status change is a conditional UPDATE by apps/jobs/store.py, decided by
+apps/jobs/services.py, plus one JobEvent row; no other code writes ``Job.status``.
 """
 
 from __future__ import annotations

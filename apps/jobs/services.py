@@ -1,19 +1,24 @@
-"""Writes to jobs: submission, client actions, and the worker-side transitions.
+"""Writes to jobs: submission, client actions, the worker-side transitions and the maintenance
+loop's promotions and recoveries. All of a job's policy lives here; the SQL is the store's.
 
 Every status change is a conditional UPDATE (``WHERE id = … AND status = …``, plus the attempt
 number for worker transitions) whose row count decides a race: a cancel and a start that arrive
 together cannot both win, and a worker that lost its job to crash recovery cannot overwrite the
-new attempt's outcome. Each change writes one JobEvent row in the same transaction and announces
-itself through ``job_changed`` (webhook outbox, status cache), also inside that transaction.
+new attempt's outcome. Each change writes one JobEvent row in the same statement
+(apps/jobs/store.py) and announces itself through ``job_changed`` (status cache, metrics).
+
+A failed attempt is decided in one place, ``failure_outcome``, whoever reports it: the worker
+(``job_fail``) or the maintenance loop finding a worker gone (``jobs_recover_stale``).
 
 Services know nothing of HTTP: views, tasks, commands and tests call the same functions.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -24,7 +29,7 @@ from apps.clients.models import ApiClient
 from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.core.urlguard import webhook_hosts_resolved
-from apps.jobs.bulk import atomic_unless_single_statement, insert_jobs
+from apps.jobs import store
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.instrumentation import record_submitted
 from apps.jobs.models import (
@@ -34,9 +39,12 @@ from apps.jobs.models import (
     JobStatus,
 )
 from apps.jobs.registry import get_job_type
+from apps.jobs.store import Event, EventKind, JobChanges, JobMatch
 from apps.jobs.submission import Submission, parse_submission
-from apps.jobs.transitions import Expr, change_job
 from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED
+
+# The maintenance loop's log: recoveries are its findings.
+maintenance_logger = logging.getLogger("conveyor.maintenance")
 
 # Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
 # job as the change left it. ``previous`` is the status before; it equals job.status for changes
@@ -52,18 +60,19 @@ def _changed(job: Job, previous: str, **extra: Any) -> None:
 
 def _transition(
     job_id: Any,
-    expected: dict[str, Any],
+    expected: JobMatch,
     *,
+    kind: EventKind,
     reason: dict[str, Any] | None = None,
     at: datetime,
-    **changes: Any,
+    changes: JobChanges,
 ) -> Job | None:
     """One status change: the conditional update, its event and (when the job subscribes to
     it) its webhook delivery, announced when it happened."""
-    job = change_job(
+    job = store.change_job(
         where={"id": job_id, **expected},
         changes=changes,
-        event=(expected["status"], at, reason or {}),
+        event=Event(kind=kind, at=at, details=reason or {}),
         webhook_event=EVENT_FOR_STATUS.get(changes.get("status", "")),
     )
     if job is not None:
@@ -151,11 +160,10 @@ def job_submit(
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
-    # One statement on PostgreSQL (atomic by itself, so no BEGIN/COMMIT round trips when no
-    # transaction is open); a creation is not a change anyone subscribes to (no "job.created"
-    # webhook, no cache entry yet), so job_changed is not sent for it.
-    with atomic_unless_single_statement():
-        insert_jobs([job])
+    # One statement (atomic by itself, so no BEGIN/COMMIT round trips when no transaction is
+    # open); a creation is not a change anyone subscribes to (no "job.created" webhook, no
+    # cache entry yet), so job_changed is not sent for it.
+    store.insert_jobs([job])
     record_submitted([job])
     return job
 
@@ -171,8 +179,8 @@ def job_submit_batch(
     idempotency_key: str | None = None,
 ) -> list[Job]:
     """Validate and store up to 1 000 jobs at once: all of them, or none (ValidationFailed
-    lists every problem as ``jobs.<index>.<field>``). One INSERT per 500 jobs, events and
-    wake-ups included; no per-job round trip."""
+    lists every problem as ``jobs.<index>.<field>``). One INSERT for the whole batch, events
+    and wake-ups included; no per-job round trip."""
     items = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ValidationFailed(
@@ -208,8 +216,7 @@ def job_submit_batch(
         )
         for s in submissions
     ]
-    with transaction.atomic():
-        insert_jobs(jobs)
+    store.insert_jobs(jobs)
     record_submitted(jobs)
     return jobs
 
@@ -228,11 +235,14 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
             updated = _transition(
                 job.pk,
                 {"status": status},
+                kind=EventKind.CANCELED,
                 reason={"reason": "canceled by client"},
                 at=now,
-                status=JobStatus.CANCELED,
-                cancel_requested=True,
-                finished_at=now,
+                changes={
+                    "status": JobStatus.CANCELED,
+                    "cancel_requested": True,
+                    "finished_at": now,
+                },
             )
             if updated is not None:
                 return updated, True
@@ -242,9 +252,10 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
             updated = _transition(
                 job.pk,
                 {"status": status, "cancel_requested": False},
+                kind=EventKind.CANCEL_REQUESTED,
                 reason={"cancel_requested": True},
                 at=now,
-                cancel_requested=True,
+                changes={"cancel_requested": True},
             )
             if updated is not None:
                 return updated, False
@@ -274,19 +285,22 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
             updated = _transition(
                 job.pk,
                 {"status": status},
+                kind=EventKind.RETRIED,
                 reason={"reason": "retried by client"},
                 at=now,
-                status=JobStatus.QUEUED,
-                attempts=0,
-                result=None,
-                error=None,
-                progress=None,
-                run_at=None,
-                started_at=None,
-                finished_at=None,
-                heartbeat_at=None,
-                cancel_requested=False,
-                enqueued_at=now,
+                changes={
+                    "status": JobStatus.QUEUED,
+                    "attempts": 0,
+                    "result": None,
+                    "error": None,
+                    "progress": None,
+                    "run_at": None,
+                    "started_at": None,
+                    "finished_at": None,
+                    "heartbeat_at": None,
+                    "cancel_requested": False,
+                    "enqueued_at": now,
+                },
             )
             if updated is not None:
                 publish_on_commit([updated])
@@ -302,24 +316,27 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
 # --- Worker-side transitions ------------------------------------------------------------------
 
 
-def _claim(worker: str, task_id: str, **target: Any) -> Job | None:
+def _claim(
+    worker: str, task_id: str, where: JobMatch, next_in_queue: str | None = None
+) -> Job | None:
     now = timezone.now()
-    job = change_job(
+    job = store.change_job(
+        where=where,
         changes={
             "status": JobStatus.RUNNING,
-            "attempts": Expr('"attempts" + 1'),
             "started_at": now,
             "heartbeat_at": now,
             "progress": None,
             "worker": worker[:255],
             "task_id": task_id[:64],
         },
-        event=(JobStatus.QUEUED, now, {"worker": worker} if worker else {}),
+        count_attempt=True,
+        next_in_queue=next_in_queue,
+        event=Event(kind=EventKind.CLAIMED, at=now, details={"worker": worker} if worker else {}),
         webhook_event=JOB_STARTED,
         # A claim lost in a database crash only puts the job back in the queue, where it runs
         # again: no need to wait for the WAL flush.
         async_commit=True,
-        **target,
     )
     if job is not None:
         _changed(job, JobStatus.QUEUED)
@@ -333,16 +350,16 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
     each other; the ``status = queued`` condition on the UPDATE decides any remaining race.
     Returns None when nothing is queued.
     """
-    return _claim(worker, task_id, where={"status": JobStatus.QUEUED}, next_in_queue=queue)
+    return _claim(worker, task_id, {"status": JobStatus.QUEUED}, next_in_queue=queue)
 
 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
-    return _claim(worker, task_id, where={"id": job_id, "status": JobStatus.QUEUED, "held": False})
+    return _claim(worker, task_id, {"id": job_id, "status": JobStatus.QUEUED, "held": False})
 
 
-def _running(job: Job) -> dict[str, Any]:
+def _running(job: Job) -> JobMatch:
     # The attempt number fences a worker that lost its job to crash recovery: its late outcome
     # no longer matches the row and is discarded.
     return {"status": JobStatus.RUNNING, "attempts": job.attempts}
@@ -354,12 +371,15 @@ def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
     return _transition(
         job.pk,
         _running(job),
+        kind=EventKind.SUCCEEDED,
         at=now,
-        status=JobStatus.SUCCEEDED,
-        result=result if result is not None else {},
-        error=None,
-        finished_at=now,
-        heartbeat_at=None,
+        changes={
+            "status": JobStatus.SUCCEEDED,
+            "result": result if result is not None else {},
+            "error": None,
+            "finished_at": now,
+            "heartbeat_at": None,
+        },
     )
 
 
@@ -375,36 +395,61 @@ def retry_delay(job: Job, attempt: int) -> float:
     return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-def job_fail(
-    *, job: Job, code: str, message: str, retryable: bool, now: datetime | None = None
+class FailureOutcome(NamedTuple):
+    status: str
+    changes: JobChanges
+
+
+def failure_outcome(
+    job: Job, *, retryable: bool, failed_at: datetime, now: datetime
+) -> FailureOutcome:
+    """What a failed attempt of ``job`` leads to: the one failure policy.
+
+    - ``canceled`` when a cancel was requested meanwhile;
+    - when the error is retryable and attempts remain, the next attempt after its backoff
+      (``retry_delay``) counted from ``failed_at``: ``retrying`` until then, or ``queued`` at
+      once when that moment has already passed (a worker found gone long after its last sign
+      of life has waited out its backoff);
+    - else ``failed``.
+    """
+    if job.cancel_requested:
+        return FailureOutcome(JobStatus.CANCELED, {"finished_at": now})
+    if retryable and job.attempts < job.max_attempts:
+        run_at = failed_at + timedelta(seconds=retry_delay(job, job.attempts))
+        if run_at < now:
+            return FailureOutcome(JobStatus.QUEUED, {"enqueued_at": now})
+        return FailureOutcome(JobStatus.RETRYING, {"run_at": run_at, "finished_at": None})
+    return FailureOutcome(JobStatus.FAILED, {"finished_at": now})
+
+
+def _fail_attempt(
+    job: Job,
+    *,
+    error: dict[str, Any],
+    retryable: bool,
+    failed_at: datetime,
+    now: datetime,
+    reason: dict[str, Any],
 ) -> Job | None:
-    """Record a failed attempt. The job goes to ``retrying`` (next attempt scheduled with
-    backoff) when the error is retryable and attempts remain, to ``canceled`` when a cancel was
-    requested meanwhile, else to ``failed``. None if the attempt no longer owns the job."""
-    now = now or timezone.now()
-    error = {"code": code, "message": message[:2000]}
-    changes: dict[str, Any]
+    """Record the failure of ``job``'s running attempt as ``failure_outcome`` decides."""
     for _ in range(2):
-        if job.cancel_requested:
-            target, changes = JobStatus.CANCELED, {"finished_at": now}
-        elif retryable and job.attempts < job.max_attempts:
-            delay = retry_delay(job, job.attempts)
-            target = JobStatus.RETRYING
-            changes = {"run_at": now + timedelta(seconds=delay), "finished_at": None}
-        else:
-            target, changes = JobStatus.FAILED, {"finished_at": now}
-        expected = {**_running(job), "cancel_requested": job.cancel_requested}
+        outcome = failure_outcome(job, retryable=retryable, failed_at=failed_at, now=now)
         updated = _transition(
             job.pk,
-            expected,
-            reason={"error": error},
+            {**_running(job), "cancel_requested": job.cancel_requested},
+            kind=EventKind.ATTEMPT_FAILED,
+            reason=reason,
             at=now,
-            status=target,
-            error=error,
-            heartbeat_at=None,
-            **changes,
+            changes={
+                "status": outcome.status,
+                "error": error,
+                "heartbeat_at": None,
+                **outcome.changes,
+            },
         )
         if updated is not None:
+            if updated.status == JobStatus.QUEUED:
+                publish_on_commit([updated])
             return updated
         # A cancel request may have landed meanwhile; re-read once and decide again.
         fresh = Job.objects.filter(pk=job.pk, **_running(job)).first()
@@ -414,18 +459,35 @@ def job_fail(
     return None
 
 
+def job_fail(
+    *, job: Job, code: str, message: str, retryable: bool, now: datetime | None = None
+) -> Job | None:
+    """Record a failed attempt, as ``failure_outcome`` decides: ``retrying`` (next attempt
+    scheduled with backoff) when the error is retryable and attempts remain, ``canceled`` when a
+    cancel was requested meanwhile, else ``failed``. None if the attempt no longer owns the
+    job."""
+    now = now or timezone.now()
+    error = {"code": code, "message": message[:2000]}
+    return _fail_attempt(
+        job, error=error, retryable=retryable, failed_at=now, now=now, reason={"error": error}
+    )
+
+
 def job_finish_canceled(*, job: Job) -> Job | None:
     """A running job whose handler honoured a cancel request ends ``canceled``."""
     now = timezone.now()
     return _transition(
         job.pk,
         _running(job),
+        kind=EventKind.CANCEL_HONOURED,
         reason={"reason": "canceled while running"},
         at=now,
-        status=JobStatus.CANCELED,
-        cancel_requested=True,
-        finished_at=now,
-        heartbeat_at=None,
+        changes={
+            "status": JobStatus.CANCELED,
+            "cancel_requested": True,
+            "finished_at": now,
+            "heartbeat_at": None,
+        },
     )
 
 
@@ -433,11 +495,13 @@ def job_report_progress(*, job: Job, percent: int, message: str = "") -> bool | 
     """Store the running attempt's progress. Returns whether a cancel was requested, or None if
     the attempt no longer owns the job."""
     progress = {"percent": max(0, min(100, int(percent))), "message": str(message)[:500]}
-    updated = change_job(
+    now = timezone.now()
+    updated = store.change_job(
         where={"id": job.pk, **_running(job)},
-        changes={"progress": progress, "heartbeat_at": timezone.now()},
+        changes={"progress": progress, "heartbeat_at": now},
         event=None,
         webhook_event=JOB_PROGRESS,
+        at=now,
     )
     if updated is None:
         return None
@@ -448,10 +512,87 @@ def job_report_progress(*, job: Job, percent: int, message: str = "") -> bool | 
 def job_heartbeat(*, job: Job) -> bool | None:
     """Tell the maintenance loop the attempt is alive. Returns whether a cancel was requested,
     or None if the attempt no longer owns the job. Not a visible change: no version bump."""
-    updated = change_job(
+    updated = store.change_job(
         where={"id": job.pk, **_running(job)},
         changes={"heartbeat_at": timezone.now()},
         event=None,
         bump_version=False,
     )
     return updated.cancel_requested if updated is not None else None
+
+
+# --- The maintenance loop's transitions -------------------------------------------------------
+
+
+def jobs_promote_due_batch(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """Queue scheduled and retrying jobs that are due (up to ``limit`` of each) and wake their
+    pools. Returns how many."""
+    now = now or timezone.now()
+    promoted = 0
+    for status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
+        with transaction.atomic():
+            jobs = store.change_due_jobs(
+                status=status,
+                due_by=now,
+                limit=limit,
+                changes={"status": JobStatus.QUEUED, "enqueued_at": now},
+                event=Event(kind=EventKind.PROMOTED, at=now, details={"reason": "due"}),
+            )
+            for job in jobs:
+                _changed(job, status)
+            publish_on_commit(jobs)
+        promoted += len(jobs)
+    return promoted
+
+
+def _stale_attempt_error(job: Job, *, now: datetime, grace: float) -> tuple[dict[str, Any], bool]:
+    """What ended an attempt whose worker stopped beating, and whether to retry it: a timeout
+    when it also ran past its timeout plus ``grace`` (retried if its type retries timeouts),
+    else a lost worker (retried)."""
+    if job.started_at is not None and now > job.started_at + timedelta(
+        seconds=job.timeout_seconds + grace
+    ):
+        job_type = get_job_type(job.type)
+        error = {"code": "timeout", "message": "the job ran over its timeout and its worker died"}
+        return error, job_type.retry_on_timeout if job_type is not None else True
+    worker = job.worker or "unknown"
+    return {"code": "worker_lost", "message": f"the worker ({worker}) stopped heartbeating"}, True
+
+
+def jobs_recover_stale_batch(
+    *, heartbeat_timeout: float, grace: float, now: datetime | None = None, limit: int = 500
+) -> int:
+    """Take back running jobs whose worker stopped beating (SIGKILLed, machine gone, process
+    killed at its hard time limit). Each is a failed attempt (``worker_lost``, or ``timeout``
+    when it also ran past its timeout plus ``grace``) decided by ``failure_outcome`` as if its
+    worker had reported it at its last heartbeat; a timeout is retried only if the job's type
+    retries timeouts. Returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=heartbeat_timeout)
+    recovered = 0
+    with transaction.atomic():
+        stale = (
+            Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+            .select_for_update(skip_locked=True)
+            .order_by("heartbeat_at")[:limit]
+        )
+        for job in stale:
+            error, retryable = _stale_attempt_error(job, now=now, grace=grace)
+            changed = _fail_attempt(
+                job,
+                error=error,
+                retryable=retryable,
+                failed_at=job.heartbeat_at or now,
+                now=now,
+                reason={"error": error, "recovered": True},
+            )
+            if changed is not None:
+                recovered += 1
+                maintenance_logger.warning(
+                    "recovered job %s from %s: %s, now %s",
+                    job.pk,
+                    job.worker,
+                    error["code"],
+                    changed.status,
+                )
+    return recovered

@@ -12,6 +12,11 @@ class WebhooksConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from apps.clients.models import ApiClient
+        from apps.jobs.store import use_outbox
+        from apps.webhooks import outbox
+
+        # Subscribed job changes write their delivery in the change's own statement.
+        use_outbox(outbox)
 
         def forget_secrets(sender: Any, instance: ApiClient, **kwargs: Any) -> None:
             from apps.webhooks.services import forget_secrets

@@ -1,8 +1,9 @@
 """Webhook deliveries (the outbox) and every attempt to deliver them.
 
-A delivery row is written by the same statement as the job change it announces
-(apps/jobs/transitions.py), so no subscribed change goes without one. Webhook workers drain due
-deliveries from this table (apps/webhooks/services.py); the broker only wakes them.
+A delivery row is written by the same statement as the job change it announces (the job store
+adds apps/webhooks/outbox.py's part to it), so no subscribed change goes without one. Webhook
+workers drain due deliveries from this table (apps/webhooks/services.py); the broker only wakes
+them.
 """
 
 from __future__ import annotations

@@ -38,31 +38,19 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, F, Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
-from apps.core.db import update_returning
 from apps.core.metrics import webhook_deliveries_total, webhook_delivery_seconds
-from apps.jobs.models import Job
+from apps.jobs.queues import WEBHOOKS_QUEUE
 from apps.jobs.representation import job_to_dict, rfc3339
 from apps.jobs.webhook_events import JOB_PROGRESS, TERMINAL_WEBHOOK_EVENTS
 from apps.webhooks import signing, transport
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from apps.webhooks.outbox import job_from_snapshot
 
 logger = logging.getLogger("conveyor.webhooks")
-
-
-def job_from_snapshot(snapshot: dict[str, Any]) -> Job:
-    """The job as a delivery's snapshot (the row as JSON) recorded it."""
-    values: dict[str, Any] = {}
-    for field in Job._meta.concrete_fields:
-        if field.column in snapshot:
-            raw = snapshot[field.column]
-            values[field.attname] = (
-                raw if field.get_internal_type() == "JSONField" else (field.to_python(raw))
-            )
-    return Job(**values)
 
 
 def render(delivery: WebhookDelivery) -> bytes:
@@ -141,40 +129,13 @@ def delivery_claim_next(*, now: datetime | None = None) -> WebhookDelivery | Non
     token = uuid.uuid4()
     cap = max(1, settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT)
     using = router.db_for_write(WebhookDelivery)
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with transaction.atomic(using=using):
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
-            rows = list(
-                WebhookDelivery.objects.db_manager(using).raw(
-                    _claim_sql(), [lease, lease, token, now, now, cap]
-                )
-            )
-        return rows[0] if rows else None
-    saturated = (
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, leased_until__gt=now)
-        .values("client_id")
-        .annotate(in_flight=Count("id"))
-        .filter(in_flight__gte=cap)
-        .values("client_id")
-    )
-    inactive = ApiClient.objects.filter(is_active=False).values("pk")
-    due = (
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .exclude(client_id__in=Subquery(inactive))
-        .exclude(client_id__in=Subquery(saturated))
-        .order_by("next_attempt_at", "id")
-        .select_for_update(skip_locked=True)
-        .values("pk")[:1]
-    )
     with transaction.atomic(using=using):
-        rows = update_returning(
-            WebhookDelivery.objects.filter(pk=Subquery(due), status=DeliveryStatus.PENDING),
-            next_attempt_at=lease,
-            leased_until=lease,
-            lease_token=token,
-            attempts=F("attempts") + 1,
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
+        rows = list(
+            WebhookDelivery.objects.db_manager(using).raw(
+                _claim_sql(), [lease, lease, token, now, now, cap]
+            )
         )
     return rows[0] if rows else None
 
@@ -246,19 +207,7 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
                 leased_until=None,
             )
             return DeliveryStatus.SKIPPED if skipped else STALE
-        body = render(delivery)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": delivery.webhook_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signing.signature_header(
-                signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
-            ),
-        }
-        if delivery.request_id:
-            headers["X-Request-ID"] = delivery.request_id
-        answer = transport.post(delivery.url, body, headers)
+        answer = _send(delivery, now)
     except Exception as exc:
         logger.exception(
             "webhook %s %s: the attempt raised %s", delivery.webhook_id, delivery.event_type, exc
@@ -268,6 +217,61 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
             round((time.perf_counter() - started) * 1000, 2),
             error=f"internal error: {type(exc).__name__}",
         )
+    outcome, update = _outcome(delivery, answer)
+    recorded = _record(
+        delivery.pk,
+        delivery.lease_token,
+        {
+            "at": now,
+            "status_code": answer.status_code,
+            "latency_ms": answer.latency_ms,
+            "outcome": outcome,
+            "error": answer.error[:500],
+            "response_excerpt": answer.excerpt,
+        },
+        update,
+    )
+    summary = (
+        delivery.webhook_id,
+        delivery.event_type,
+        delivery.url,
+        outcome,
+        answer.status_code or answer.error,
+        answer.latency_ms,
+    )
+    if not recorded:
+        logger.warning(
+            "webhook %s %s to %s: %s (%s, %.0f ms), but its lease was taken over: not recorded",
+            *summary,
+        )
+        return STALE
+    if settings.METRICS_ENABLED:
+        webhook_deliveries_total.labels(outcome).inc()
+        webhook_delivery_seconds.observe(answer.latency_ms / 1000)
+    log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
+    log("webhook %s %s to %s: %s (%s, %.0f ms)", *summary)
+    return str(update.get("status", DeliveryStatus.PENDING))
+
+
+def _send(delivery: WebhookDelivery, now: datetime) -> transport.Answer:
+    """POST the delivery, signed, within the transport's deadline."""
+    body = render(delivery)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(
+            signing_secrets(delivery.client_id, now), delivery.webhook_id, timestamp, body
+        ),
+    }
+    if delivery.request_id:
+        headers["X-Request-ID"] = delivery.request_id
+    return transport.post(delivery.url, body, headers)
+
+
+def _outcome(delivery: WebhookDelivery, answer: transport.Answer) -> tuple[str, dict[str, Any]]:
+    """What an answer means for the delivery: (the attempt's outcome, the delivery's changes)."""
     status_code = answer.status_code
     update: dict[str, Any] = {"last_status_code": status_code, "last_error": answer.error}
     outcome: str
@@ -290,44 +294,7 @@ def delivery_attempt(delivery: WebhookDelivery) -> str:
         if not answer.error:
             update["last_error"] = f"HTTP {status_code}"
     update.update(lease_token=None, leased_until=None)
-    recorded = _record(
-        delivery.pk,
-        delivery.lease_token,
-        {
-            "at": now,
-            "status_code": status_code,
-            "latency_ms": answer.latency_ms,
-            "outcome": outcome,
-            "error": answer.error[:500],
-            "response_excerpt": answer.excerpt,
-        },
-        update,
-    )
-    if not recorded:
-        logger.warning(
-            "webhook %s %s to %s: %s (%s, %.0f ms), but its lease was taken over: not recorded",
-            delivery.webhook_id,
-            delivery.event_type,
-            delivery.url,
-            outcome,
-            status_code or answer.error,
-            answer.latency_ms,
-        )
-        return STALE
-    if settings.METRICS_ENABLED:
-        webhook_deliveries_total.labels(outcome).inc()
-        webhook_delivery_seconds.observe(answer.latency_ms / 1000)
-    log = logger.info if outcome == DeliveryStatus.DELIVERED else logger.warning
-    log(
-        "webhook %s %s to %s: %s (%s, %.0f ms)",
-        delivery.webhook_id,
-        delivery.event_type,
-        delivery.url,
-        outcome,
-        status_code or answer.error,
-        answer.latency_ms,
-    )
-    return str(update.get("status", DeliveryStatus.PENDING))
+    return outcome, update
 
 
 STALE = "stale"  # delivery_attempt: the lease was taken over, nothing was written
@@ -343,25 +310,13 @@ def _fenced(delivery: WebhookDelivery) -> Any:
 def _record(
     delivery_id: int, lease_token: Any, attempt: dict[str, Any], update: dict[str, Any]
 ) -> bool:
-    """Write the attempt's row and the delivery's new state together, only if the lease
-    ``lease_token`` is still the delivery's: on PostgreSQL in one statement (a data-modifying
-    CTE, its own transaction), elsewhere in a transaction. False when nothing was written."""
-    using = router.db_for_write(WebhookDelivery)
-    connection = connections[using]
+    """Write the attempt's row and the delivery's new state together, in one statement (a
+    data-modifying CTE, its own transaction), only if the lease ``lease_token`` is still the
+    delivery's. False when nothing was written."""
     if lease_token is None:
         return False
-    if connection.vendor != "postgresql":
-        with transaction.atomic(using=using):
-            updated = (
-                WebhookDelivery.objects.using(using)
-                .filter(pk=delivery_id, lease_token=lease_token, status=DeliveryStatus.PENDING)
-                .update(**update)
-            )
-            if updated:
-                WebhookAttempt.objects.using(using).create(delivery_id=delivery_id, **attempt)
-        return bool(updated)
     sql = _record_sql(tuple(attempt), tuple(update))
-    with connection.cursor() as cursor:
+    with connections[router.db_for_write(WebhookDelivery)].cursor() as cursor:
         cursor.execute(sql, [*update.values(), delivery_id, lease_token, *attempt.values()])
         return cursor.rowcount == 1
 
@@ -400,6 +355,3 @@ def due_deliveries_exist(now: datetime | None = None) -> bool:
     return WebhookDelivery.objects.filter(
         Q(status=DeliveryStatus.PENDING) & Q(next_attempt_at__lte=now or timezone.now())
     ).exists()
-
-
-WEBHOOKS_QUEUE = "webhooks"

@@ -375,14 +375,14 @@ def test_no_admin_page_shows_a_secret_or_a_key_hash(role: str, tenant: Tenant) -
 
 @pytest.mark.parametrize("role", ROLES)
 def test_sensitive_job_input_is_filtered_on_job_and_delivery_pages(role: str) -> None:
-    from apps.jobs.transitions import job_snapshot
+    from apps.webhooks.outbox import job_snapshot
 
     job = JobFactory(
         type="testing.leaky_failure",
         input={"password": "hunter2-very-secret", "note": "visible-note"},
         status=JobStatus.FAILED,
     )
-    delivery = WebhookDeliveryFactory(job=job, job_snapshot=job_snapshot(job))
+    delivery = WebhookDeliveryFactory(job=job, job_snapshot=job_snapshot(job.pk))
     browser = browser_for(role)
     for url in (
         f"/admin/jobs/job/{job.pk}/change/",

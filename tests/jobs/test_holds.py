@@ -13,7 +13,7 @@ from apps.clients.models import ApiClient
 from apps.clients.services import client_set_active
 from apps.jobs import holds, services
 from apps.jobs.models import Job, JobPriority, JobStatus
-from apps.jobs.transitions import _SELECT_NEXT_QUEUED
+from apps.jobs.store import NEXT_QUEUED
 from tests.factories import ApiClientFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -89,11 +89,9 @@ def test_held_jobs_do_not_slow_other_clients_claims() -> None:
         )
         cursor.execute("ANALYZE jobs_job")
     mine = JobFactory(client=other, priority=JobPriority.LOW)
-    select = _SELECT_NEXT_QUEUED.format(
-        table='"jobs_job"', clients='"clients_apiclient"', lock=" FOR UPDATE SKIP LOCKED"
-    )[1:-1]
+    select = NEXT_QUEUED.format(table='"jobs_job"', clients='"clients_apiclient"')
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {select}", {"w_queue": "default"})
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {select}", {"queue": "default"})
         raw = cursor.fetchone()[0]
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
     nodes = _nodes(plan)

@@ -1,0 +1,510 @@
+"""The job store: every write of a job's row, each one SQL statement with its JobEvent.
+
+Three statements, each its own transaction when none is open (one round trip, one durable
+commit per submission and per transition, which is what lets a web process and a worker keep
+up):
+
+- ``insert_jobs``: the jobs, their creation events and the pools' wake-up (``pg_notify``,
+  delivered at commit), for one job or a thousand;
+- ``change_job``: a conditional ``UPDATE … WHERE <expected state> RETURNING`` whose result
+  decides a race (no row: someone else changed the job first), with its JobEvent and, when the
+  job subscribes to the change, its webhook delivery written by the same statement
+  (data-modifying CTEs). The delivery's SQL is the outbox's (apps/webhooks/outbox.py), which
+  the webhooks app registers with ``use_outbox`` at start-up: jobs import nothing from webhooks;
+- ``change_due_jobs``: the same for every job of a status that has come due, a batch at a time.
+
+The store decides nothing: which change to make is the services' policy (apps/jobs/services.py).
+It guards what every change must respect: a status change writes an event, and each event is of
+a declared ``EventKind`` whose (from, to) statuses it matches (``TRANSITIONS``). Only the
+services call the store (tests/jobs/test_store.py checks both).
+
+SQL is built once per shape of change from the model's fields and cached: identifiers come from
+the model, every value is a named parameter (``%(where_status)s``, ``%(set_error)s``, …); a call
+only adapts values.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import cache
+from typing import Any, Protocol, TypedDict
+from uuid import UUID
+
+import orjson
+from django.db import connections, models, transaction
+from django.db.models.sql import Query
+from psycopg.types.json import Jsonb
+
+from apps.clients.models import ApiClient
+from apps.jobs.dispatch import CHANNEL, notify_payload, publish_on_commit, uses_relay
+from apps.jobs.models import Job, JobEvent, JobStatus
+
+__all__ = [
+    "TRANSITIONS",
+    "Event",
+    "EventKind",
+    "JobChanges",
+    "JobMatch",
+    "change_due_jobs",
+    "change_job",
+    "insert_jobs",
+    "use_outbox",
+]
+
+BATCH_ROWS = 1000  # rows per INSERT statement (a whole batch)
+
+
+class EventKind(StrEnum):
+    """What a JobEvent records. Each kind is produced by the services named beside it."""
+
+    CREATED = "created"  # job_submit, job_submit_batch
+    CLAIMED = "claimed"  # job_claim_next, job_start
+    SUCCEEDED = "succeeded"  # job_succeed
+    ATTEMPT_FAILED = "attempt_failed"  # job_fail, jobs_recover_stale
+    CANCELED = "canceled"  # job_cancel (a waiting job)
+    CANCEL_REQUESTED = "cancel_requested"  # job_cancel (a running job)
+    CANCEL_HONOURED = "cancel_honoured"  # job_finish_canceled
+    RETRIED = "retried"  # job_retry
+    PROMOTED = "promoted"  # jobs_promote_due
+
+
+_Q, _S, _RUN, _RETRY = JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING, JobStatus.RETRYING
+_OK, _FAIL, _CANCEL = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
+
+# The (from status, to status) pairs each kind of event may record; "" is "no job yet".
+TRANSITIONS: dict[EventKind, frozenset[tuple[str, str]]] = {
+    EventKind.CREATED: frozenset({("", _Q), ("", _S)}),
+    EventKind.CLAIMED: frozenset({(_Q, _RUN)}),
+    EventKind.SUCCEEDED: frozenset({(_RUN, _OK)}),
+    # A failed attempt is retried (now or after its backoff), fails the job, or ends a job whose
+    # cancel was requested meanwhile.
+    EventKind.ATTEMPT_FAILED: frozenset({(_RUN, to) for to in (_Q, _RETRY, _FAIL, _CANCEL)}),
+    EventKind.CANCELED: frozenset({(_Q, _CANCEL), (_S, _CANCEL), (_RETRY, _CANCEL)}),
+    EventKind.CANCEL_REQUESTED: frozenset({(_RUN, _RUN)}),
+    EventKind.CANCEL_HONOURED: frozenset({(_RUN, _CANCEL)}),
+    EventKind.RETRIED: frozenset({(_FAIL, _Q), (_CANCEL, _Q)}),
+    EventKind.PROMOTED: frozenset({(_S, _Q), (_RETRY, _Q)}),
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """The JobEvent a change writes. Its from-status is the status the change expects; its
+    to-status and attempt are the changed row's."""
+
+    kind: EventKind
+    at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class JobMatch(TypedDict, total=False):
+    """What the row must hold for a change to apply (each an equality)."""
+
+    id: UUID
+    status: str
+    attempts: int
+    cancel_requested: bool
+    held: bool
+
+
+class JobChanges(TypedDict, total=False):
+    """The new values of a change."""
+
+    status: str
+    attempts: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    run_at: datetime | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    cancel_requested: bool
+    worker: str
+    task_id: str
+
+
+class Outbox(Protocol):
+    """What the store needs of the webhook outbox (apps/webhooks/outbox.py)."""
+
+    def delivery_statement(self, *, throttled: bool) -> str: ...
+
+    def delivery_params(self, *, event_type: str, at: datetime) -> dict[str, Any]: ...
+
+    def is_throttled(self, event_type: str) -> bool: ...
+
+
+_outbox: list[Outbox] = []
+
+
+def use_outbox(outbox: Outbox) -> None:
+    """Write webhook deliveries with ``outbox``'s SQL (the webhooks app, at start-up)."""
+    _outbox[:] = [outbox]
+    _update_statement.cache_clear()
+
+
+def _the_outbox() -> Outbox:
+    if not _outbox:
+        raise RuntimeError("no webhook outbox registered (apps.webhooks is not installed)")
+    return _outbox[0]
+
+
+class InvalidTransition(ValueError):
+    """A change that would write an event its kind does not declare (a bug in a service)."""
+
+
+# --- Named SQL --------------------------------------------------------------------------------
+# Identifiers ({table}, {columns}, …) are formatted in from the models once; values are always
+# named parameters.
+
+# The next claimable job of a queue: queued, not held (its client is active: jobs of an inactive
+# client are held, and out of the job_claimable index), highest priority then oldest. The EXISTS
+# re-checks the client's flag, one primary-key probe of a small table, for the jobs queued in the
+# moment between a client's deactivation and their hold (apps/jobs/holds.py). "id = (scalar
+# subquery)" is evaluated once; "id IN (subquery)" may be re-evaluated per row and would then
+# claim every queued job.
+NEXT_QUEUED = (
+    'SELECT "id" FROM {table} WHERE "status" = \'queued\' AND NOT "held" '
+    'AND "queue" = %(queue)s AND EXISTS (SELECT 1 FROM {clients} c '
+    'WHERE c."id" = {table}."client_id" AND c."is_active") '
+    'ORDER BY "priority" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED'
+)
+SELECT_NEXT_QUEUED = '"id" = (' + NEXT_QUEUED + ")"
+# Jobs of a status whose run_at has come, oldest first, skipping rows others are changing.
+# "= ANY(ARRAY(…))" runs the subquery once ("IN (…)" may be planned as a join that re-runs it).
+SELECT_DUE = (
+    '"id" = ANY(ARRAY(SELECT "id" FROM {table} WHERE "status" = %(where_status)s '
+    'AND "run_at" <= %(due_by)s ORDER BY "run_at" LIMIT %(limit)s FOR UPDATE SKIP LOCKED))'
+)
+# The event of each row the change returned (``t``).
+INSERT_EVENTS = (
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT "id", %(event_from)s, "status", "attempts", %(event_at)s, %(event_details)s FROM t)'
+)
+INSERT_ONE_JOB = "INSERT INTO {table} ({columns}) VALUES ({values})"
+# Several jobs are one jsonb parameter (an array of rows, serialised by orjson in one C call)
+# that jsonb_populate_recordset turns back into rows of the table's own column types: the text
+# is the same whatever the number of rows. A 1000-row VALUES list of 29 000 placeholders cost
+# more CPU for the driver to convert and adapt than everything else about the batch.
+INSERT_MANY_JOBS = (
+    "INSERT INTO {table} ({columns}) "
+    "SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)"
+)
+# The jobs, their creation events, and (when there are queued jobs) the wake-up notification
+# that PostgreSQL delivers to the relay on commit.
+INSERT_JOBS = (
+    'WITH j AS ({insert} RETURNING "id", "status", "created_at"), '
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT "id", \'\', "status", 0, "created_at", \'{{}}\'::jsonb FROM j) '
+    "SELECT pg_notify(%(channel)s, %(wakeups)s) WHERE %(notify)s"
+)
+# A transaction may choose not to wait for its WAL flush (see change_job's async_commit).
+ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+@cache
+def _fields() -> tuple[Any, ...]:
+    return tuple(Job._meta.concrete_fields)
+
+
+@cache
+def _field(name: str) -> Any:
+    return Job._meta.get_field(name)
+
+
+@cache
+def _details_field() -> Any:
+    return JobEvent._meta.get_field("details")
+
+
+def _quote(name: str) -> str:
+    return str(connections["default"].ops.quote_name(name))
+
+
+@cache
+def _names() -> dict[str, str]:
+    return {
+        "table": _quote(Job._meta.db_table),
+        "events": _quote(JobEvent._meta.db_table),
+        "clients": _quote(ApiClient._meta.db_table),
+        "columns": ", ".join(_quote(str(f.column)) for f in _fields()),
+    }
+
+
+@cache
+def _update_statement(
+    *,
+    selector: str,
+    where: tuple[str, ...],
+    sets: tuple[str, ...],
+    count_attempt: bool,
+    bump_version: bool,
+    event: bool,
+    webhook: bool,
+    throttled: bool,
+    async_commit: bool,
+) -> str:
+    """The statement for one shape of change. ``selector`` is "id" (the job named in
+    ``where``), "next_in_queue" or "due"."""
+    names = _names()
+    column = {name: _quote(str(_field(name).column)) for name in (*where, *sets)}
+    assignments = [f"{column[name]} = %(set_{name})s" for name in sets]
+    if count_attempt:
+        assignments.append('"attempts" = "attempts" + 1')
+    if bump_version:
+        assignments.append('"version" = "version" + 1')
+    conditions = [f"{column[name]} = %(where_{name})s" for name in where]
+    if selector == "next_in_queue":
+        conditions.append(SELECT_NEXT_QUEUED.format(**names))
+    elif selector == "due":
+        conditions.append(SELECT_DUE.format(**names))
+    update = (
+        f"UPDATE {names['table']} SET {', '.join(assignments)} "
+        f"WHERE {' AND '.join(conditions)} RETURNING {names['columns']}"
+    )
+    ctes = [f"t AS ({update})"]
+    tail = ""
+    if event:
+        ctes.append(INSERT_EVENTS.format(**names))
+    if webhook:
+        ctes.append(_the_outbox().delivery_statement(throttled=throttled))
+        tail += ", (SELECT count(*) FROM outbox_n)"
+    if async_commit:
+        tail += f", {ASYNC_COMMIT}"
+    return f"WITH {', '.join(ctes)} SELECT {names['columns']}{tail} FROM t"
+
+
+def _check(event: Event | None, where: JobMatch, changes: JobChanges) -> None:
+    if event is None:
+        if "status" in changes:
+            raise InvalidTransition("a status change writes an event")
+        return
+    before = where.get("status")
+    if before is None:
+        raise InvalidTransition("an event's change names the status it expects")
+    after = changes.get("status", before)
+    if (before, after) not in TRANSITIONS[event.kind]:
+        raise InvalidTransition(f"{event.kind} does not go from {before!r} to {after!r}")
+
+
+def _params(
+    connection: Any, where: JobMatch, changes: JobChanges, event: Event | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, value in where.items():
+        params[f"where_{name}"] = _field(name).get_db_prep_save(value, connection)
+    for name, value in changes.items():
+        params[f"set_{name}"] = _field(name).get_db_prep_save(value, connection)
+    if event is not None:
+        params["event_from"] = where["status"]
+        params["event_at"] = event.at
+        params["event_details"] = _details_field().get_db_prep_save(event.details, connection)
+    return params
+
+
+def change_job(
+    *,
+    where: JobMatch,
+    changes: JobChanges,
+    event: Event | None,
+    count_attempt: bool = False,
+    next_in_queue: str | None = None,
+    bump_version: bool = True,
+    webhook_event: str | None = None,
+    async_commit: bool = False,
+    at: datetime | None = None,
+) -> Job | None:
+    """Apply ``changes`` to the job matching ``where``; return the job as changed, or None when
+    no job matched (someone else changed it first).
+
+    ``event`` is the JobEvent the change writes (required for a status change).
+    ``count_attempt`` adds one to ``attempts``. ``next_in_queue`` adds "and it is the next
+    claimable job of this queue" (highest priority, then oldest, skipping rows other workers
+    hold). ``webhook_event`` writes the webhook delivery of that event type when the job
+    subscribes to it, stamped ``at`` (default: the event's time). ``async_commit`` lets a
+    standalone change skip waiting for its WAL flush: only for a change whose loss in a
+    database crash is repaired anyway (a lost claim puts the job back in the queue).
+    """
+    _check(event, where, changes)
+    connection = connections["default"]
+    statement = _update_statement(
+        selector="next_in_queue" if next_in_queue is not None else "id",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=count_attempt,
+        bump_version=bump_version,
+        event=event is not None,
+        webhook=webhook_event is not None,
+        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
+        async_commit=async_commit,
+    )
+    params = _params(connection, where, changes, event)
+    if next_in_queue is not None:
+        params["queue"] = next_in_queue
+    if webhook_event is not None:
+        when = at or (event.at if event is not None else None)
+        if when is None:
+            raise ValueError("a webhook event needs its time")
+        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        jobs = _to_jobs(cursor.fetchall())
+    return jobs[0] if jobs else None
+
+
+def change_due_jobs(
+    *, status: str, due_by: datetime, limit: int, changes: JobChanges, event: Event
+) -> list[Job]:
+    """Apply ``changes`` to up to ``limit`` jobs of ``status`` whose ``run_at`` is at or before
+    ``due_by`` (oldest first; rows being changed by others are skipped), each with its event.
+    Returns the jobs as changed."""
+    where: JobMatch = {"status": status}
+    _check(event, where, changes)
+    connection = connections["default"]
+    statement = _update_statement(
+        selector="due",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=False,
+        bump_version=True,
+        event=True,
+        webhook=False,
+        throttled=False,
+        async_commit=False,
+    )
+    params = _params(connection, where, changes, event)
+    params.update(due_by=due_by, limit=limit)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return _to_jobs(cursor.fetchall())
+
+
+@cache
+def _converters() -> tuple[Any, Any]:
+    connection = connections["default"]
+    compiler = connection.ops.compiler("SQLCompiler")(Query(Job), connection, "default")
+    converters = compiler.get_converters([f.get_col(Job._meta.db_table) for f in _fields()])
+    return compiler, converters
+
+
+def _to_jobs(rows: Sequence[Sequence[Any]]) -> list[Job]:
+    if not rows:
+        return []
+    compiler, converters = _converters()
+    width = len(_fields())
+    rows = [row[:width] for row in rows]
+    if converters:
+        rows = list(compiler.apply_converters(rows, converters))
+    names = [f.attname for f in _fields()]
+    return [Job.from_db("default", names, row) for row in rows]
+
+
+# --- Inserting jobs ---------------------------------------------------------------------------
+
+
+@cache
+def _insert_statement(many: bool) -> str:
+    names = _names()
+    if many:
+        insert = INSERT_MANY_JOBS.format(**names)
+    else:
+        values = ", ".join(f"%(job_{column})s" for column, *_ in _row_columns())
+        insert = INSERT_ONE_JOB.format(values=values, **names)
+    return INSERT_JOBS.format(insert=insert, events=names["events"])
+
+
+def insert_jobs(jobs: Sequence[Job]) -> None:
+    """INSERT ``jobs`` (built in memory, ids set, each ``queued`` or ``scheduled``) with one
+    creation event each, and wake the pools of the queued ones once the transaction commits.
+    One statement per ``BATCH_ROWS`` jobs: outside a transaction, a batch of up to that many is
+    its own transaction."""
+    creatable = TRANSITIONS[EventKind.CREATED]
+    for job in jobs:
+        if ("", job.status) not in creatable:
+            raise InvalidTransition(f"a job is not created {job.status!r}")
+    connection = connections["default"]
+    relay = uses_relay()
+    # More than one statement: all of them or none.
+    with transaction.atomic() if len(jobs) > BATCH_ROWS else nullcontext():
+        _insert_chunks(jobs, connection, relay)
+    if not relay:
+        publish_on_commit([job for job in jobs if job.status == JobStatus.QUEUED])
+
+
+def _insert_chunks(jobs: Sequence[Job], connection: Any, relay: bool) -> None:
+    for start in range(0, len(jobs), BATCH_ROWS):
+        chunk = jobs[start : start + BATCH_ROWS]
+        params: dict[str, Any]
+        if len(chunk) > 1:
+            params = {"rows": Jsonb(_rows_json(chunk), dumps=_as_is)}
+        else:
+            params = {
+                f"job_{column[0]}": _value(chunk[0], column, connection)
+                for column in _row_columns()
+            }
+        queued = Counter(job.queue for job in chunk if job.status == JobStatus.QUEUED)
+        params.update(
+            channel=CHANNEL, wakeups=notify_payload(queued), notify=bool(queued) and relay
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_statement(len(chunk) > 1), params)
+        for job in chunk:
+            job._state.adding = False
+            job._state.db = "default"
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+@cache
+def _row_columns() -> list[tuple[str, str, Any, Any]]:
+    """(column, attribute, JSON encoder's ``default`` or None for a plain column, field)."""
+    columns = []
+    for f in _fields():
+        default = None
+        if isinstance(f, models.JSONField):
+            default = f.encoder().default if f.encoder is not None else _not_json
+        columns.append((str(f.column), f.attname, default, f))
+    return columns
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encode(value: Any, default: Any) -> bytes:
+    return orjson.dumps(value, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _value(job: Job, column: tuple[str, str, Any, Any], connection: Any) -> Any:
+    """One bound value of a single-row INSERT: JSON columns encoded as in ``_rows_json``."""
+    _, attname, default, f = column
+    value = getattr(job, attname)
+    if default is None:
+        return f.get_db_prep_save(value, connection)
+    return None if value is None else Jsonb(_encode(value, default), dumps=_as_is)
+
+
+def _rows_json(jobs: Sequence[Job]) -> bytes:
+    """The jobs as a JSON array of {column: value}. A JSON column's value is encoded as Django
+    would store it (its field's encoder decides what plain JSON cannot say, datetimes included),
+    and embedded as is; other columns are numbers, strings, UUIDs and datetimes (RFC 3339 with
+    microseconds), which PostgreSQL reads back into the column's type exactly."""
+    columns = _row_columns()
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {}
+        for column, attname, default, _ in columns:
+            value = getattr(job, attname)
+            if default is not None and value is not None:
+                value = orjson.Fragment(_encode(value, default))
+            row[column] = value
+        rows.append(row)
+    return orjson.dumps(rows)
