@@ -7,38 +7,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.test import TestCase
 from rest_framework.test import APIClient
 
-from apps.clients.models import ApiClient
 from apps.clients.services import client_create
+from tests.support.broker import empty_test_broker
+from tests.support.tenants import Tenant
 
 # The throwaway primary + replica fixtures (pg_cluster, replica_pair, replica_alias, cluster_web).
 pytest_plugins = ["tests.support.replica_fixtures"]
-
-
-class Tenant:
-    """An API client with its plain key, and an HTTP client that sends the key."""
-
-    def __init__(self, client: ApiClient, api_key: str) -> None:
-        self.client = client
-        self.api_key = api_key
-        self.http = APIClient()
-        self.http.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
-
-    # Each call runs the on-commit hooks it registered (cache write-through, publishing), as a
-    # real request's commit would, even inside a test's wrapping transaction.
-    def post(self, path: str, data: Any = None, **extra: Any) -> Any:
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            return self.http.post(path, data, format="json", **extra)
-
-    def get(self, path: str, **extra: Any) -> Any:
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            return self.http.get(path, **extra)
-
-    def submit(self, **fields: Any) -> Any:
-        body = {"type": "diagnostics.echo", "input": {"message": "hello"}, **fields}
-        return self.post("/api/v1/jobs", body)
 
 
 @pytest.fixture
@@ -83,31 +59,6 @@ def _clean_cache() -> Iterator[None]:
         for start in range(0, len(stale), 1000):
             fast.client.delete(*stale[start : start + 1000])
     return
-
-
-TEST_QUEUES = ("default", "heavy", "maintenance", "webhooks")
-
-
-def empty_test_broker() -> None:
-    """Drop every message in this test process's own broker: its own Redis database, or the
-    queues Conveyor uses on RabbitMQ."""
-    import redis
-    from django.conf import settings
-
-    if settings.BROKER_SCHEME in {"redis", "rediss"}:
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-        return
-    from celery import current_app
-
-    with current_app.connection_for_write() as connection:
-        for queue in TEST_QUEUES:
-            channel = connection.channel()
-            try:
-                channel.queue_purge(queue)
-            except Exception:  # noqa: S110 - a queue nobody declared yet holds nothing
-                pass
-            finally:
-                channel.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -51,3 +51,15 @@ def test_every_app_is_in_a_layer() -> None:
 
 def test_apps_import_only_the_apps_below_them_and_never_workers_or_config() -> None:
     assert upward_imports() == KNOWN_UPWARD
+
+
+def test_tests_share_helpers_through_tests_support_only() -> None:
+    """A test module imports helpers from tests/support (or tests.factories), never from another
+    test module or a conftest, so moving or deleting a test breaks no other."""
+    shared = ("tests.support", "tests.factories", "tests.settings")
+    found = set()
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for module in imports(path):
+            if module.startswith("tests.") and not module.startswith(shared):
+                found.add((path.relative_to(ROOT).as_posix(), module))
+    assert found == set()

@@ -12,8 +12,8 @@ from django.test import Client
 from apps.clients.models import ApiClient, ApiKey
 from apps.jobs.models import Job, JobStatus
 from apps.webhooks.models import WebhookDelivery
-from tests.conftest import Tenant
 from tests.factories import JobFactory
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

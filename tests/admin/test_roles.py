@@ -22,13 +22,13 @@ from apps.jobs.models import Job, JobStatus
 from apps.staff.models import AdminAuditEntry
 from apps.staff.roles import ROLE_GROUPS
 from apps.webhooks.models import WebhookDelivery
-from tests.conftest import Tenant
 from tests.factories import (
     ApiClientFactory,
     JobFactory,
     StaffUserFactory,
     WebhookDeliveryFactory,
 )
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

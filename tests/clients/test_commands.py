@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from apps.clients.keys import hash_api_key
 from apps.clients.models import ApiClient, ApiKey
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from apps.clients import selectors
 from apps.clients.limits import client_counter
 from apps.core.fastcache import fast_cache
 from apps.jobs.models import Job
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -23,9 +23,9 @@ from apps.clients.models import ApiClient, ApiKey
 from apps.clients.selectors import auth_cache_key, client_for_api_key
 from apps.clients.services import api_key_revoke, api_keys_refuse_in_cache, client_set_active
 from apps.core.fastcache import fast_cache
-from tests.conftest import Tenant
 from tests.support.http import call
 from tests.support.processes import start_web
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

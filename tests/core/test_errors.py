@@ -11,21 +11,10 @@ from rest_framework.views import APIView
 
 from apps.clients.models import ApiKey
 from apps.clients.services import api_key_revoke
-from tests.conftest import Tenant
+from tests.support.errors import assert_error
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["request_id"] == response["X-Request-ID"]
-    assert "Traceback" not in response.content.decode()
-    return error
 
 
 def test_malformed_json_is_400_validation_error(tenant: Tenant) -> None:

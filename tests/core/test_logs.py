@@ -13,7 +13,7 @@ import pytest
 from apps.core.access_log import access_log
 from apps.core.context import bound_job, request_id_var
 from apps.core.logs import JsonFormatter, PlainFormatter, mask_secrets
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 API_KEY = "cvk_" + "A" * 43
 WEBHOOK_SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.core.metrics import access_allowed
 from apps.jobs import services
 from apps.jobs.models import JobStatus
-from tests.conftest import Tenant
 from tests.factories import JobFactory
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,9 @@ import pytest
 from apps.clients.services import client_set_active
 from apps.jobs.dispatch import publish_wakeups
 from apps.jobs.models import Job, JobStatus
-from tests.conftest import Tenant
 from tests.factories import JobFactory
 from tests.support.processes import wait_for
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e]
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Tenant, empty_test_broker
+from tests.support.broker import empty_test_broker
 from tests.support.http import call
 from tests.support.processes import ManagedProcess, free_port, start_web, start_worker, wait_for
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e]
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from apps.jobs.models import Job, JobEvent, JobStatus
-from tests.conftest import Tenant
 from tests.support.processes import wait_for
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e]
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Tenant, empty_test_broker
+from tests.support.broker import empty_test_broker
 from tests.support.fake_sentry import FakeSentry
 from tests.support.http import call
 from tests.support.processes import ManagedProcess, start_web, start_worker, wait_for
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e]
 

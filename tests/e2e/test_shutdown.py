@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from apps.jobs.maintenance import jobs_recover_stale
 from apps.jobs.models import Job, JobStatus
-from tests.conftest import Tenant, empty_test_broker
+from tests.support.broker import empty_test_broker
 from tests.support.processes import start_worker, wait_for
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e]
 

@@ -16,9 +16,9 @@ import pytest
 from django.utils import timezone
 
 from apps.webhooks.models import WebhookDelivery
-from tests.conftest import Tenant
 from tests.support.processes import ManagedProcess, start_scheduler, start_worker, wait_for
 from tests.support.receiver import DribblingReceiver, Receiver
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

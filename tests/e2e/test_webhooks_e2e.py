@@ -11,9 +11,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from apps.webhooks.models import WebhookDelivery
-from tests.conftest import Tenant
 from tests.support.processes import ManagedProcess, start_scheduler, start_worker, wait_for
 from tests.support.receiver import Receiver
+from tests.support.tenants import Tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -10,35 +10,11 @@ import pytest
 from django.db import connection
 
 from apps.jobs.models import Job, JobEvent, JobStatus
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
+from tests.support.job_fields import JOB_FIELDS
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
-
-JOB_FIELDS = {
-    "id",
-    "type",
-    "status",
-    "input",
-    "result",
-    "error",
-    "progress",
-    "priority",
-    "queue",
-    "attempts",
-    "max_attempts",
-    "retry_backoff_seconds",
-    "timeout_seconds",
-    "idempotency_key",
-    "webhook_url",
-    "webhook_events",
-    "metadata",
-    "created_at",
-    "run_at",
-    "started_at",
-    "finished_at",
-    "cancel_requested",
-}
 
 
 def test_submit_answers_202_with_location_and_the_job(tenant: Tenant) -> None:

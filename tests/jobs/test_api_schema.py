@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from apps.jobs.api.serializers import JobDoc
-from tests.conftest import Tenant
-from tests.jobs.test_api import JOB_FIELDS
+from tests.support.job_fields import JOB_FIELDS
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from apps.jobs.models import Job, JobEvent
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 
 from apps.jobs.models import IdempotencyRecord, Job
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from apps.core.fastcache import fast_cache
 from apps.jobs import services
 from apps.jobs.models import Job
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 ROUNDS = 40
 

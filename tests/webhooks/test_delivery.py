@@ -20,9 +20,9 @@ from apps.jobs import services
 from apps.jobs.models import Job
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from apps.webhooks.services import delivery_attempt, delivery_claim_next, delivery_redeliver
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
 from tests.support.receiver import Receiver
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

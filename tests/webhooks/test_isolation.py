@@ -18,8 +18,8 @@ from apps.webhooks import transport
 from apps.webhooks.maintenance import deliveries_wake_due
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from apps.webhooks.services import STALE, delivery_attempt, delivery_claim_next
-from tests.conftest import Tenant
 from tests.support.receiver import DribblingReceiver, Receiver
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from apps.core import urlguard
-from tests.conftest import Tenant
-from tests.core.test_errors import assert_error
+from tests.support.errors import assert_error
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 
