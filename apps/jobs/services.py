@@ -108,6 +108,8 @@ def job_build(
         webhook_url=submission.webhook_url,
         webhook_events=submission.webhook_events,
         metadata=submission.metadata,
+        concurrency_key=submission.concurrency_key,
+        concurrency_limit=submission.concurrency_limit,
         created_at=created_at,
         run_at=submission.run_at,
         enqueued_at=created_at if status == JobStatus.QUEUED else None,
@@ -314,6 +316,12 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
 
 
 # --- Worker-side transitions ------------------------------------------------------------------
+
+
+def on_client_created(sender: Any, instance: ApiClient, created: bool = False, **_: Any) -> None:
+    """A new client gets the running count its cap is checked against (post_save)."""
+    if created:
+        store.ensure_client_count(instance.pk)
 
 
 def _claim(
