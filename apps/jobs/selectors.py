@@ -140,4 +140,24 @@ def queue_statistics() -> dict[str, Any]:
             if queued
             else None,
         }
-    return {"queues": result, "statuses": statuses}
+    return {"queues": result, "statuses": statuses, "clients": busiest_clients()}
+
+
+def busiest_clients(limit: int = 10) -> list[dict[str, Any]]:
+    """The clients with the most jobs running or waiting, per queue: running (index
+    job_running) and waiting (index job_claimable) counts, busiest first."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for status, field_name in ((JobStatus.RUNNING, "running"), (JobStatus.QUEUED, "waiting")):
+        query = Job.objects.filter(status=status)
+        if status == JobStatus.QUEUED:
+            query = query.filter(held=False)
+        for row in (
+            query.values("queue", "client_id", "client__name").annotate(n=Count("pk")).order_by()
+        ):
+            entry = rows.setdefault(
+                (row["queue"], row["client_id"]),
+                {"queue": row["queue"], "client": row["client__name"], "running": 0, "waiting": 0},
+            )
+            entry[field_name] = row["n"]
+    ranked = sorted(rows.values(), key=lambda e: (-(e["running"] + e["waiting"]), e["client"]))
+    return ranked[:limit]
