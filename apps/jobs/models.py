@@ -128,7 +128,7 @@ class Job(models.Model):
             # each client's best job (highest priority, then oldest) by one probe.
             models.Index(
                 fields=["queue", "client", "-priority", "id"],
-                name="job_claimable",
+                name="job_claimable_by_client",
                 condition=Q(status="queued", held=False),
             ),
             # The running jobs of a queue per client: the fair share's aggregate.

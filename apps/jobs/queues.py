@@ -10,8 +10,8 @@ its wake-ups travel under (apps/jobs/dispatch.py). Conveyor's own names:
 
 Any other queue is one that some job type names. A job *waits* in its queue when a worker of
 that queue would claim it now: ``queued`` and not held for an inactive client
-(apps/jobs/holds.py), the rows of the claim's partial index ``job_claimable``. The scrape-time
-gauges and ``queue_stats`` count it through ``waiting_jobs``.
+(apps/jobs/holds.py), the rows of the claim's partial index ``job_claimable_by_client``.
+The scrape-time gauges and ``queue_stats`` count it through ``waiting_jobs``.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def queue_statistics() -> dict[str, Any]:
 
 def busiest_clients(limit: int = 10) -> list[dict[str, Any]]:
     """The clients with the most jobs running or waiting, per queue: running (index
-    job_running) and waiting (index job_claimable) counts, busiest first."""
+    job_running) and waiting (index job_claimable_by_client) counts, busiest first."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for status, field_name in ((JobStatus.RUNNING, "running"), (JobStatus.QUEUED, "waiting")):
         query = Job.objects.filter(status=status)

@@ -166,10 +166,11 @@ class InvalidTransition(ValueError):
 # named parameters.
 
 # The claim (``next_in_queue``): the next job of a queue, fair between clients and within their
-# limits, in one statement. Cost: one skip-scan step of job_claimable per client with jobs
-# waiting in the queue (never per job), the running jobs of the queue from job_running (at most
-# its workers), then index probes for the chosen client's best job. Steps:
-# - ``w``: the clients with jobs waiting in the queue, a loose index scan of job_claimable;
+# limits, in one statement. Cost: one skip-scan step of job_claimable_by_client per client
+# with jobs waiting in the queue (never per job), the running jobs of the queue from
+# job_running (at most its workers), then index probes for the chosen client's best job. Steps:
+# - ``w``: the clients with jobs waiting in the queue, a loose index scan of
+#   job_claimable_by_client;
 # - ``r``: how many of each client's jobs run in the queue;
 # - ``cand``: the active ones under their cap (max_running_jobs against their client-wide
 #   RunningCount row), furthest below their weighted share first, (running + 1) / weight; ties
@@ -180,8 +181,9 @@ class InvalidTransition(ValueError):
 # - ``ks``/``cs``: the job's key row and (when its client has a cap) its client-wide row, locked
 #   and re-checked on their latest version: exact under concurrent claims;
 # - ``ok``: the job, when every slot it needs is free; ``bump`` takes them.
-# The jobs of an inactive client are held (out of job_claimable); the join on is_active covers
-# those queued in the moment between a deactivation and their hold (apps/jobs/holds.py).
+# The jobs of an inactive client are held (out of job_claimable_by_client); the join on
+# is_active covers those queued in the moment between a deactivation and their hold
+# (apps/jobs/holds.py).
 CLAIM_CTES = (
     'w AS ((SELECT j."client_id" FROM {table} j WHERE j."status" = \'queued\' '
     'AND NOT j."held" AND j."queue" = %(queue)s ORDER BY j."client_id" LIMIT 1) '
@@ -325,6 +327,13 @@ def _update_statement(
     if selector == "next_in_queue":
         ctes.append(CLAIM_CTES.format(**names))
         assignments.append(CLAIM_SLOTS)
+        if "started_at" in sets:
+            # Never before the slots were taken: a run's [started_at, finished_at] lies within
+            # its hold of them, so the jobs' own times show the limits were kept.
+            index = sets.index("started_at")
+            assignments[index] = (
+                f"{column['started_at']} = greatest(%(set_started_at)s, clock_timestamp())"
+            )
         conditions.append(SELECT_NEXT_QUEUED)
     elif selector == "due":
         conditions.append(SELECT_DUE.format(**names))

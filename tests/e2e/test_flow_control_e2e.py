@@ -84,4 +84,3 @@ def test_a_backlog_does_not_hold_back_another_clients_job(
     # the whole backlog.
     before = Job.objects.filter(client=tenant.client, started_at__lt=started).count()
     assert before <= 6, before
-    assert Job.objects.filter(client=tenant.client, started_at__gt=started).count() >= 30

@@ -98,7 +98,10 @@ def test_held_jobs_do_not_slow_other_clients_claims() -> None:
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
     nodes = _nodes(plan)
     scans = [node for node in nodes if node.get("Relation Name") == "jobs_job"]
-    assert {node.get("Index Name") for node in scans} <= {"job_claimable", "job_running"}, plan
+    assert {node.get("Index Name") for node in scans} <= {
+        "job_claimable_by_client",
+        "job_running",
+    }, plan
     assert all(node["Actual Rows"] <= 1 for node in scans), plan
     assert all(node.get("Rows Removed by Filter", 0) == 0 for node in scans), plan
     claimed = services.job_claim_next(queue="default")
