@@ -663,6 +663,41 @@ class Bench:
         self.reset_jobs()
         return per * len(keys) / (float(finished) - float(started))
 
+    def _concurrency_keys(self) -> tuple[int, int, float]:
+        """Jobs on 50 concurrency keys (limits 1 to 3) drained by 4 processes: the instants at
+        which a key had more jobs running than its limit, from the jobs' started_at and
+        finished_at."""
+        n = self.args.fairness_key_jobs
+        jobs = [
+            {**ECHO, "concurrency_key": f"k{i % 50}", "concurrency_limit": 1 + i % 50 % 3}
+            for i in range(n)
+        ]
+        for start in range(0, n, 1000):
+            self.http("POST", "/api/v1/jobs/batch", {"jobs": jobs[start : start + 1000]})
+        workers = self._start_celery("keys-pool", ["-Q", "default", "-c", "4"])
+        try:
+            self._wait_finished(None, "fairness: 50 concurrency keys", total=n)
+        finally:
+            self.stop(workers)
+        rows = self.sql(
+            "SELECT concurrency_key, concurrency_limit, started_at, finished_at FROM jobs_job"
+        )
+        spans: dict[str, list[tuple[Any, int]]] = {}
+        limits: dict[str, int] = {}
+        for key, limit, started, finished in rows:
+            limits[key] = limit
+            spans.setdefault(key, []).extend([(started, 1), (finished, -1)])
+        violations = 0
+        for key, edges in spans.items():
+            running = 0
+            for _, step in sorted(edges):
+                running += step
+                violations += running > limits[key]
+        first = min(r[2] for r in rows)
+        last = max(r[3] for r in rows)
+        self.reset_jobs()
+        return n, violations, n / (last - first).total_seconds()
+
     def phase_fairness(self) -> None:
         """Client B's job start latency while client A's backlog fills a pool of 2; then the
         drain rate with several clients sharing the pool (fair dispatch at work) against one
@@ -711,10 +746,14 @@ class Bench:
             fifo = self._drain_rate([self.key], n, "fairness: one client drain")
             fair = self._drain_rate(keys, n, "fairness: four clients drain")
             fifo_again = self._drain_rate([self.key], n, "fairness: one client drain again")
+            keys_jobs, violations, keys_rate = self._concurrency_keys()
         finally:
             self.stop(scheduler)
         fifo_rate = (fifo + fifo_again) / 2
         self.results["fairness"] = {
+            "key_jobs": keys_jobs,
+            "key_violations": violations,
+            "key_jobs_per_s": keys_rate,
             "backlog_jobs": backlog,
             "backlog_left_at_end": a_left,
             "trials": len(waits),
@@ -972,6 +1011,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{r['fair_to_fifo_ratio']:.2f} x (target >= 0.9)",
             )
         )
+        rows.append(
+            (
+                "concurrency keys (50, limits 1-3, 4 processes)",
+                f"{r['key_violations']} violations over {r['key_jobs']} jobs, "
+                f"{r['key_jobs_per_s']:.0f} jobs/s",
+                "target 0 violations",
+            )
+        )
     if "memory" in results:
         r = results["memory"]
         rows.append(
@@ -1010,6 +1057,7 @@ def main() -> int:
     parser.add_argument("--fairness-backlog", type=int, default=1000)
     parser.add_argument("--fairness-trials", type=int, default=50)
     parser.add_argument("--fairness-jobs", type=int, default=20_000)
+    parser.add_argument("--fairness-key-jobs", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
         "--webhook-pool",
@@ -1032,7 +1080,7 @@ def main() -> int:
         args.duration, args.rounds = 4, 2
         args.pipeline_jobs, args.latency_jobs, args.memory_jobs = 5000, 100, 10_000
         args.webhook_jobs = 2000
-        args.fairness_trials, args.fairness_jobs = 20, 4000
+        args.fairness_trials, args.fairness_jobs, args.fairness_key_jobs = 20, 4000, 2000
     if not shutil.which("wrk"):
         log("wrk is required: apt-get install wrk")
         return 2

@@ -168,9 +168,9 @@ class InvalidTransition(ValueError):
 # The claim (``next_in_queue``): the next job of a queue, fair between clients and within their
 # limits, in one statement. Cost: one skip-scan step of job_claimable_by_client per client
 # with jobs waiting in the queue (never per job), the running jobs of the queue from
-# job_running (at most its workers), then index probes for the chosen client's best job. Steps:
+# job_running (at most its workers), then one probe for the chosen job. Steps:
 # - ``w``: the clients with jobs waiting in the queue, a loose index scan of
-#   job_claimable_by_client;
+#   job_claimable_by_client, whose first entry per client is also its best job;
 # - ``r``: how many of each client's jobs run in the queue;
 # - ``cand``: the active ones under their cap (max_running_jobs against their client-wide
 #   RunningCount row), furthest below their weighted share first, (running + 1) / weight; ties
@@ -185,23 +185,25 @@ class InvalidTransition(ValueError):
 # is_active covers those queued in the moment between a deactivation and their hold
 # (apps/jobs/holds.py).
 CLAIM_CTES = (
-    'w AS ((SELECT j."client_id" FROM {table} j WHERE j."status" = \'queued\' '
-    'AND NOT j."held" AND j."queue" = %(queue)s ORDER BY j."client_id" LIMIT 1) '
-    'UNION ALL SELECT (SELECT j."client_id" FROM {table} j WHERE j."status" = \'queued\' '
-    'AND NOT j."held" AND j."queue" = %(queue)s AND j."client_id" > w."client_id" '
-    'ORDER BY j."client_id" LIMIT 1) FROM w WHERE w."client_id" IS NOT NULL), '
+    # Each step reads the next client's first entry of job_claimable_by_client, which is also
+    # that client's best job (the index is ordered by client, then -priority, id).
+    'w AS ((SELECT j."client_id", j."priority", j."id" FROM {table} j '
+    "WHERE j.\"status\" = 'queued' AND NOT j.\"held\" AND j.\"queue\" = %(queue)s "
+    'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) '
+    'UNION ALL SELECT n."client_id", n."priority", n."id" FROM w CROSS JOIN LATERAL '
+    '(SELECT j."client_id", j."priority", j."id" FROM {table} j '
+    "WHERE j.\"status\" = 'queued' AND NOT j.\"held\" AND j.\"queue\" = %(queue)s "
+    'AND j."client_id" > w."client_id" '
+    'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) n), '
     'r AS (SELECT j."client_id", count(*) AS n FROM {table} j WHERE j."status" = \'running\' '
     'AND j."queue" = %(queue)s GROUP BY j."client_id"), '
     'cand AS (SELECT w."client_id", c."max_running_jobs" AS cap FROM w '
     'JOIN {clients} c ON c."id" = w."client_id" AND c."is_active" '
     'LEFT JOIN r ON r."client_id" = w."client_id" '
     'LEFT JOIN {counts} rc ON rc."client_id" = w."client_id" AND rc."key" = \'\' '
-    'CROSS JOIN LATERAL (SELECT j."priority", j."id" FROM {table} j '
-    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
-    'AND j."client_id" = w."client_id" ORDER BY j."priority" DESC, j."id" LIMIT 1) best '
     'WHERE c."max_running_jobs" IS NULL OR coalesce(rc."running", 0) < c."max_running_jobs" '
     'ORDER BY (coalesce(r.n, 0) + 1)::float8 / greatest(c."weight", 1), '
-    'best."priority" DESC, best."id"), '
+    'w."priority" DESC, w."id"), '
     'pick AS (SELECT p."id", p."client_id", p."concurrency_key", p."concurrency_limit", '
     'cand.cap FROM cand CROSS JOIN LATERAL (SELECT j."id", j."client_id", '
     'j."concurrency_key", j."concurrency_limit" FROM {table} j '
