@@ -188,11 +188,11 @@ CLAIM_CTES = (
     # Each step reads the next client's first entry of job_claimable_by_client, which is also
     # that client's best job (the index is ordered by client, then -priority, id).
     'w AS ((SELECT j."client_id", j."priority", j."id" FROM {table} j '
-    "WHERE j.\"status\" = 'queued' AND NOT j.\"held\" AND j.\"queue\" = %(queue)s "
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
     'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) '
     'UNION ALL SELECT n."client_id", n."priority", n."id" FROM w CROSS JOIN LATERAL '
     '(SELECT j."client_id", j."priority", j."id" FROM {table} j '
-    "WHERE j.\"status\" = 'queued' AND NOT j.\"held\" AND j.\"queue\" = %(queue)s "
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
     'AND j."client_id" > w."client_id" '
     'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) n), '
     'r AS (SELECT j."client_id", count(*) AS n FROM {table} j WHERE j."status" = \'running\' '

@@ -158,3 +158,23 @@ def test_invalid_flow_control_options_are_refused(options: dict[str, Any], field
         submit(client, **options)
     assert field in caught.value.details
     assert not Job.objects.filter(client=client).exists()
+
+
+def test_the_api_tells_why_a_queued_job_waits(tenant: Any) -> None:
+    first = tenant.submit(concurrency_key="report", concurrency_limit=1).json()
+    second = tenant.submit(concurrency_key="report").json()
+    plain = tenant.submit().json()
+    assert second["wait_reason"] == "capacity"
+    # The first job of the key (the oldest) runs; the second waits on its key.
+    running = claim()
+    assert running is not None
+    assert str(running.pk) == first["id"]
+    for _ in range(2):  # from the database, then from the status cache
+        body = tenant.get(f"/api/v1/jobs/{second['id']}").json()
+        assert body["wait_reason"] == "concurrency_limit"
+    assert tenant.get(f"/api/v1/jobs/{plain['id']}").json()["wait_reason"] == "capacity"
+    assert tenant.get(f"/api/v1/jobs/{first['id']}").json()["wait_reason"] is None
+    listed = {job["id"]: job["wait_reason"] for job in tenant.get("/api/v1/jobs").json()["results"]}
+    assert listed == {first["id"]: None, second["id"]: "concurrency_limit", plain["id"]: "capacity"}
+    services.job_succeed(job=running, result={})
+    assert tenant.get(f"/api/v1/jobs/{second['id']}").json()["wait_reason"] == "capacity"
