@@ -73,7 +73,11 @@ def _broker() -> None:
         transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
         connect_timeout=CHECK_TIMEOUT,
     ) as connection:
-        connection.ensure_connection(max_retries=1, timeout=int(CHECK_TIMEOUT))
+        # One retry, at once: kombu's default pause before a retry (2 s) would turn a refused
+        # connection into a timeout, and leave the check running into the next round.
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=int(CHECK_TIMEOUT)
+        )
         connection.default_channel  # noqa: B018 - opening a channel is the check
 
 

@@ -51,3 +51,19 @@ def test_readyz_answers_concurrent_callers_from_one_round_of_checks(
     assert again.json() == first
     settings.READYZ_CACHE_SECONDS = 0
     assert anonymous.get("/readyz").status_code == 503
+
+
+def test_a_refused_broker_is_reported_at_once(anonymous: Any, settings: Any) -> None:
+    """A refused connection is a failure now, not a timeout after kombu's pause between
+    retries, and leaves no check running into the next round."""
+    import time
+
+    from apps.core import health
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    started = time.monotonic()
+    body = anonymous.get("/readyz").json()
+    assert body["checks"]["broker"]["ok"] is False
+    assert body["checks"]["broker"]["error"] != "timeout"
+    assert time.monotonic() - started < health.CHECK_TIMEOUT
+    assert all(future.done() for future in health._running.values())
