@@ -220,3 +220,16 @@ class RunningCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id}:{self.key or '*'} {self.running}"
+
+
+class RateWindow(models.Model):
+    """A rate-limited job type's current window: when it began and how many starts it has had.
+    Written only by the job store's claim, which locks the row, re-checks it and counts the
+    start in the same statement (exact across processes)."""
+
+    job_type = models.CharField(max_length=100, unique=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    starts = models.IntegerField(default=0, db_default=0)
+
+    def __str__(self) -> str:
+        return f"{self.job_type}: {self.starts} since {self.window_start}"

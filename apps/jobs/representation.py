@@ -17,12 +17,13 @@ WAIT_SCHEDULED = "scheduled"
 WAIT_CAPACITY = "capacity"
 WAIT_CLIENT_LIMIT = "client_limit"
 WAIT_CONCURRENCY_LIMIT = "concurrency_limit"
+WAIT_RATE_LIMIT = "rate_limit"
 WAIT_REASONS = (
     WAIT_SCHEDULED,
     "dependencies",
     WAIT_CONCURRENCY_LIMIT,
     WAIT_CLIENT_LIMIT,
-    "rate_limit",
+    WAIT_RATE_LIMIT,
     WAIT_CAPACITY,
 )
 

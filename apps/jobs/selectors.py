@@ -13,8 +13,14 @@ from django.utils import timezone
 from apps.core.errors import NotFound
 from apps.core.replicas import primary_reads, reading_from_replica
 from apps.jobs.models import Job, JobStatus, RunningCount
-from apps.jobs.queues import reported_queues, waiting_jobs
-from apps.jobs.representation import WAIT_CAPACITY, WAIT_CLIENT_LIMIT, WAIT_CONCURRENCY_LIMIT
+from apps.jobs.queues import full_rate_windows, reported_queues, waiting_jobs
+from apps.jobs.registry import rate_limits
+from apps.jobs.representation import (
+    WAIT_CAPACITY,
+    WAIT_CLIENT_LIMIT,
+    WAIT_CONCURRENCY_LIMIT,
+    WAIT_RATE_LIMIT,
+)
 
 
 def refine_wait_reasons(bodies: list[dict[str, Any]], *, client: Any) -> list[dict[str, Any]]:
@@ -23,6 +29,14 @@ def refine_wait_reasons(bodies: list[dict[str, Any]], *, client: Any) -> list[di
     the client has its cap running, else what the row says. At most one small query (the
     client's RunningCount rows of those keys), none when no queued job could be limited."""
     queued = [b for b in bodies if b.get("wait_reason") == WAIT_CAPACITY]
+    rates = rate_limits()
+    limited = {b["type"] for b in queued if b["type"] in rates}
+    if limited:
+        full = full_rate_windows({name: rates[name] for name in limited})
+        for body in queued:
+            if body["type"] in full:
+                body["wait_reason"] = WAIT_RATE_LIMIT
+        queued = [b for b in queued if b["wait_reason"] == WAIT_CAPACITY]
     keys = {b["concurrency_key"] for b in queued if b.get("concurrency_key")}
     capped = client.max_running_jobs is not None
     if not queued or not (keys or capped):

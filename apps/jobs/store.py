@@ -42,7 +42,7 @@ from psycopg.types.json import Jsonb
 
 from apps.clients.models import ApiClient
 from apps.jobs.dispatch import CHANNEL, notify_payload, publish_on_commit, uses_relay
-from apps.jobs.models import Job, JobEvent, JobStatus, RunningCount
+from apps.jobs.models import Job, JobEvent, JobStatus, RateWindow, RunningCount
 
 __all__ = [
     "TRANSITIONS",
@@ -205,22 +205,39 @@ CLAIM_CTES = (
     'ORDER BY (coalesce(r.n, 0) + 1)::float8 / greatest(c."weight", 1), '
     'w."priority" DESC, w."id"), '
     'pick AS (SELECT p."id", p."client_id", p."concurrency_key", p."concurrency_limit", '
-    'cand.cap FROM cand CROSS JOIN LATERAL (SELECT j."id", j."client_id", '
-    'j."concurrency_key", j."concurrency_limit" FROM {table} j '
+    'p."type", cand.cap FROM cand CROSS JOIN LATERAL (SELECT j."id", j."client_id", '
+    'j."concurrency_key", j."concurrency_limit", j."type" FROM {table} j '
     'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
     'AND j."client_id" = cand."client_id" AND (j."concurrency_key" IS NULL OR NOT EXISTS '
     '(SELECT 1 FROM {counts} k WHERE k."client_id" = j."client_id" '
     'AND k."key" = j."concurrency_key" AND k."running" >= j."concurrency_limit")) '
+    'AND NOT EXISTS (SELECT 1 FROM {windows} rw WHERE rw."job_type" = j."type" '
+    'AND rw."starts" >= (%(rates)s::jsonb -> j."type" ->> 0)::int '
+    'AND rw."window_start" > clock_timestamp() '
+    '- make_interval(secs => (%(rates)s::jsonb -> j."type" ->> 1)::float8)) '
     'ORDER BY j."priority" DESC, j."id" LIMIT 1 FOR UPDATE SKIP LOCKED) p LIMIT 1), '
     'ks AS (SELECT k."id" FROM {counts} k JOIN pick p ON k."client_id" = p."client_id" '
     'AND k."key" = p."concurrency_key" WHERE k."running" < p."concurrency_limit" '
     "FOR UPDATE OF k), "
     'cs AS (SELECT k."id" FROM {counts} k JOIN pick p ON k."client_id" = p."client_id" '
     'AND k."key" = \'\' WHERE p.cap IS NOT NULL AND k."running" < p.cap FOR UPDATE OF k), '
+    # The job type's rate window, when the type is rate limited: open (under its count) or over.
+    'rs AS (SELECT rw."id", (rw."window_start" IS NULL OR rw."window_start" <= '
+    'clock_timestamp() - make_interval(secs => (%(rates)s::jsonb -> p."type" ->> 1)::float8)) '
+    'AS fresh FROM {windows} rw JOIN pick p ON rw."job_type" = p."type" '
+    'WHERE %(rates)s::jsonb ? p."type" AND (rw."window_start" IS NULL '
+    'OR rw."window_start" <= clock_timestamp() '
+    '- make_interval(secs => (%(rates)s::jsonb -> p."type" ->> 1)::float8) '
+    'OR rw."starts" < (%(rates)s::jsonb -> p."type" ->> 0)::int) FOR UPDATE OF rw), '
     'ok AS (SELECT p."id", p.cap IS NOT NULL AS client_slot, '
     'p."concurrency_key" IS NOT NULL AS key_slot FROM pick p '
     'WHERE (p."concurrency_key" IS NULL OR EXISTS (SELECT 1 FROM ks)) '
-    "AND (p.cap IS NULL OR EXISTS (SELECT 1 FROM cs))), "
+    "AND (p.cap IS NULL OR EXISTS (SELECT 1 FROM cs)) "
+    'AND (NOT (%(rates)s::jsonb ? p."type") OR EXISTS (SELECT 1 FROM rs))), '
+    'rbump AS (UPDATE {windows} rw SET "window_start" = CASE WHEN rs.fresh '
+    'THEN clock_timestamp() ELSE rw."window_start" END, '
+    '"starts" = CASE WHEN rs.fresh THEN 1 ELSE rw."starts" + 1 END FROM rs '
+    'WHERE rw."id" = rs."id" AND EXISTS (SELECT 1 FROM ok)), '
     'bump AS (UPDATE {counts} SET "running" = "running" + 1 WHERE "id" IN '
     '(SELECT "id" FROM ks UNION ALL SELECT "id" FROM cs) AND EXISTS (SELECT 1 FROM ok))'
 )
@@ -258,13 +275,16 @@ INSERT_MANY_JOBS = (
 # that PostgreSQL delivers to the relay on commit.
 INSERT_JOBS = (
     'WITH j AS ({insert} RETURNING "id", "status", "created_at", "client_id", '
-    '"concurrency_key"), '
+    '"concurrency_key", "type"), '
     "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
     'SELECT "id", \'\', "status", 0, "created_at", \'{{}}\'::jsonb FROM j), '
     # The RunningCount rows the claim will lock: the client's, and each concurrency key's.
     'c AS (INSERT INTO {counts} ("client_id", "key", "running") SELECT DISTINCT "client_id", '
     "k, 0 FROM j CROSS JOIN LATERAL (VALUES (''), (\"concurrency_key\")) v(k) "
-    "WHERE k IS NOT NULL ON CONFLICT DO NOTHING) "
+    "WHERE k IS NOT NULL ON CONFLICT DO NOTHING), "
+    # The rate window rows of the rate-limited types among them.
+    'r AS (INSERT INTO {windows} ("job_type", "starts") SELECT DISTINCT "type", 0 FROM j '
+    'WHERE "type" = ANY(%(rate_limited)s) ON CONFLICT DO NOTHING) '
     "SELECT pg_notify(%(channel)s, %(wakeups)s) WHERE %(notify)s"
 )
 # A transaction may choose not to wait for its WAL flush (see change_job's async_commit).
@@ -297,6 +317,7 @@ def _names() -> dict[str, str]:
         "events": _quote(JobEvent._meta.db_table),
         "clients": _quote(ApiClient._meta.db_table),
         "counts": _quote(RunningCount._meta.db_table),
+        "windows": _quote(RateWindow._meta.db_table),
         "columns": ", ".join(_quote(str(f.column)) for f in _fields()),
     }
 
@@ -403,6 +424,7 @@ def change_job(
     webhook_event: str | None = None,
     async_commit: bool = False,
     at: datetime | None = None,
+    rates: dict[str, tuple[int, int]] | None = None,
 ) -> Job | None:
     """Apply ``changes`` to the job matching ``where``; return the job as changed, or None when
     no job matched (someone else changed it first).
@@ -410,7 +432,8 @@ def change_job(
     ``event`` is the JobEvent the change writes (required for a status change).
     ``count_attempt`` adds one to ``attempts``. ``next_in_queue`` adds "and it is the next
     claimable job of this queue" (highest priority, then oldest, skipping rows other workers
-    hold). ``webhook_event`` writes the webhook delivery of that event type when the job
+    hold, within its client's cap, its key's limit and its type's ``rates``: name → (starts,
+    period seconds)). ``webhook_event`` writes the webhook delivery of that event type when the job
     subscribes to it, stamped ``at`` (default: the event's time). ``async_commit`` lets a
     standalone change skip waiting for its WAL flush: only for a change whose loss in a
     database crash is repaired anyway (a lost claim puts the job back in the queue).
@@ -433,6 +456,7 @@ def change_job(
     params = _params(connection, where, changes, event)
     if next_in_queue is not None:
         params["queue"] = next_in_queue
+        params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
     if webhook_event is not None:
         when = at or (event.at if event is not None else None)
         if when is None:
@@ -509,14 +533,17 @@ def _insert_statement(many: bool) -> str:
     else:
         values = ", ".join(f"%(job_{column})s" for column, *_ in _row_columns())
         insert = INSERT_ONE_JOB.format(values=values, **names)
-    return INSERT_JOBS.format(insert=insert, events=names["events"], counts=names["counts"])
+    return INSERT_JOBS.format(
+        insert=insert, events=names["events"], counts=names["counts"], windows=names["windows"]
+    )
 
 
-def insert_jobs(jobs: Sequence[Job]) -> None:
+def insert_jobs(jobs: Sequence[Job], *, rate_limited: Sequence[str] = ()) -> None:
     """INSERT ``jobs`` (built in memory, ids set, each ``queued`` or ``scheduled``) with one
     creation event each, and wake the pools of the queued ones once the transaction commits.
     One statement per ``BATCH_ROWS`` jobs: outside a transaction, a batch of up to that many is
-    its own transaction."""
+    its own transaction. ``rate_limited``: the rate-limited job types, whose window rows the
+    statement creates for the claim to lock."""
     creatable = TRANSITIONS[EventKind.CREATED]
     for job in jobs:
         if ("", job.status) not in creatable:
@@ -525,12 +552,14 @@ def insert_jobs(jobs: Sequence[Job]) -> None:
     relay = uses_relay()
     # More than one statement: all of them or none.
     with transaction.atomic() if len(jobs) > BATCH_ROWS else nullcontext():
-        _insert_chunks(jobs, connection, relay)
+        _insert_chunks(jobs, connection, relay, list(rate_limited))
     if not relay:
         publish_on_commit([job for job in jobs if job.status == JobStatus.QUEUED])
 
 
-def _insert_chunks(jobs: Sequence[Job], connection: Any, relay: bool) -> None:
+def _insert_chunks(
+    jobs: Sequence[Job], connection: Any, relay: bool, rate_limited: list[str]
+) -> None:
     for start in range(0, len(jobs), BATCH_ROWS):
         chunk = jobs[start : start + BATCH_ROWS]
         params: dict[str, Any]
@@ -543,7 +572,10 @@ def _insert_chunks(jobs: Sequence[Job], connection: Any, relay: bool) -> None:
             }
         queued = Counter(job.queue for job in chunk if job.status == JobStatus.QUEUED)
         params.update(
-            channel=CHANNEL, wakeups=notify_payload(queued), notify=bool(queued) and relay
+            channel=CHANNEL,
+            wakeups=notify_payload(queued),
+            notify=bool(queued) and relay,
+            rate_limited=rate_limited,
         )
         with connection.cursor() as cursor:
             cursor.execute(_insert_statement(len(chunk) > 1), params)

@@ -84,3 +84,21 @@ def test_a_backlog_does_not_hold_back_another_clients_job(
     # the whole backlog.
     before = Job.objects.filter(client=tenant.client, started_at__lt=started).count()
     assert before <= 6, before
+
+
+def test_a_rate_limited_type_runs_at_its_rate_woken_without_a_scheduler(
+    live_worker: Any, tenant: Tenant
+) -> None:
+    """No scheduler runs here (no maintenance loop to wake the pool): the jobs that wait on the
+    rate window are started by the delayed wake-up published when it was found full."""
+    jobs = [{"type": "testing.rated", "input": {}}] * 6
+    assert tenant.post("/api/v1/jobs/batch", {"jobs": jobs}).status_code == 202
+    wait_for(
+        lambda: Job.objects.filter(type="testing.rated", status=JobStatus.SUCCEEDED).count() == 6,
+        timeout=30,
+    )
+    starts = sorted(Job.objects.filter(type="testing.rated").values_list("started_at", flat=True))
+    # Two starts per window of a second: any span shorter than a second meets at most two
+    # windows, so holds at most four starts.
+    for first, fifth in zip(starts, starts[4:], strict=False):
+        assert (fifth - first).total_seconds() >= 0.95, starts

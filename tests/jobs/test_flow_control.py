@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from apps.clients.models import ApiClient
 from apps.core.errors import ValidationFailed
 from apps.jobs import services
-from apps.jobs.models import Job, JobStatus, RunningCount
+from apps.jobs.models import Job, JobStatus, RateWindow, RunningCount
+from apps.jobs.registry import parse_rate
 from apps.jobs.representation import job_to_dict
 from apps.jobs.selectors import refine_wait_reasons
 from tests.factories import ApiClientFactory
@@ -178,3 +180,38 @@ def test_the_api_tells_why_a_queued_job_waits(tenant: Any) -> None:
     assert listed == {first["id"]: None, second["id"]: "concurrency_limit", plain["id"]: "capacity"}
     services.job_succeed(job=running, result={})
     assert tenant.get(f"/api/v1/jobs/{second['id']}").json()["wait_reason"] == "capacity"
+
+
+def test_a_rate_limited_type_starts_at_most_its_rate_and_wakes_its_pool_when_the_window_ends(
+    tenant: Any,
+) -> None:
+    ids = [tenant.submit(type="testing.rated", input={}).json()["id"] for _ in range(3)]
+    plain = submit(tenant.client)
+    assert services.rate_limited_wait("default") is None
+    started = [claim(), claim()]
+    assert {str(job.pk) for job in started if job} == set(ids[:2])
+    # The window (2 a second) is full: the third waits, other types do not.
+    other = claim()
+    assert other is not None
+    assert other.pk == plain.pk
+    assert claim() is None
+    assert tenant.get(f"/api/v1/jobs/{ids[2]}").json()["wait_reason"] == "rate_limit"
+    wait = services.rate_limited_wait("default")
+    assert wait is not None
+    assert 0 < wait <= 1
+    window = RateWindow.objects.get(job_type="testing.rated")
+    RateWindow.objects.filter(pk=window.pk).update(
+        window_start=window.window_start - timedelta(seconds=1)
+    )
+    assert services.rate_limited_wait("default") is None
+    third = claim()
+    assert third is not None
+    assert str(third.pk) == ids[2]
+    assert RateWindow.objects.get(pk=window.pk).starts == 1
+
+
+def test_a_rate_must_be_well_formed() -> None:
+    for bad in ("20", "0/s", "20/d", "x/s", "20/ s"):
+        with pytest.raises(ValueError, match="rate_limit"):
+            parse_rate(bad)
+    assert parse_rate("600/m") == (600, 60)

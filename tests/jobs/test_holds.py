@@ -90,10 +90,15 @@ def test_held_jobs_do_not_slow_other_clients_claims() -> None:
         cursor.execute("ANALYZE jobs_job")
     mine = JobFactory(client=other, priority=JobPriority.LOW)
     select = NEXT_QUEUED.format(
-        table='"jobs_job"', clients='"clients_apiclient"', counts='"jobs_runningcount"'
+        table='"jobs_job"',
+        clients='"clients_apiclient"',
+        counts='"jobs_runningcount"',
+        windows='"jobs_ratewindow"',
     )
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {select}", {"queue": "default"})
+        cursor.execute(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {select}", {"queue": "default", "rates": "{}"}
+        )
         raw = cursor.fetchone()[0]
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
     nodes = _nodes(plan)

@@ -33,7 +33,7 @@ from apps.jobs.api.serializers import (
 )
 from apps.jobs.idempotency import StoredResponse
 from apps.jobs.models import JobStatus
-from apps.jobs.registry import all_job_types
+from apps.jobs.registry import all_job_types, rate_limits
 from apps.jobs.representation import job_etag, job_location, job_to_dict
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 
@@ -263,11 +263,18 @@ class JobDetailView(ConveyorAPIView):
         return HttpResponse(body, content_type="application/json", headers=headers)
 
 
+def _rate_limited_type(body: bytes) -> bool:
+    rates = rate_limits()
+    return bool(rates) and any(f'"type":"{name}"'.encode() in body for name in rates)
+
+
 def _with_wait_reason(body: bytes, client: ApiClient) -> bytes:
     """A queued job's body with its wait_reason told on read, parsed only when its client's cap
     or its concurrency key could be what holds it (selectors.refine_wait_reasons)."""
     if b'"wait_reason":"capacity"' not in body or (
-        client.max_running_jobs is None and b'"concurrency_key":null' in body
+        client.max_running_jobs is None
+        and b'"concurrency_key":null' in body
+        and not _rate_limited_type(body)
     ):
         return body
     [job] = selectors.refine_wait_reasons([orjson.loads(body)], client=client)
