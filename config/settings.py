@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.InputGuardMiddleware",
     "apps.core.middleware.ReadScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -294,6 +295,15 @@ CONVEYOR_JOB_TYPE_MODULES = env.list(
 )
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 JOB_INPUT_MAX_BYTES = env.int("JOB_INPUT_MAX_BYTES", default=256 * 1024)
+# Input hygiene (apps/core/parsers.py, apps/core/middleware.py InputGuardMiddleware): JSON nested
+# deeper than this is refused (400); so is a path or a query string longer than API_MAX_URL_BYTES;
+# a header field longer than API_MAX_HEADER_BYTES, or all of them together longer than
+# API_MAX_HEADERS_TOTAL_BYTES, get 431.
+# gunicorn's own limits (config/gunicorn.py) sit above these, so that the app answers first.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=64)
+API_MAX_URL_BYTES = env.int("API_MAX_URL_BYTES", default=8192)
+API_MAX_HEADER_BYTES = env.int("API_MAX_HEADER_BYTES", default=8192)
+API_MAX_HEADERS_TOTAL_BYTES = env.int("API_MAX_HEADERS_TOTAL_BYTES", default=32768)
 JOB_TIMEOUT_GRACE_SECONDS = env.int("JOB_TIMEOUT_GRACE_SECONDS", default=15)
 # A running job's worker stamps heartbeat_at this often; the maintenance loop treats a job whose
 # heartbeat is older than the timeout as abandoned (worker killed, machine gone) and runs it again.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +22,7 @@ from apps.clients.models import ApiClient
 from apps.core.api_docs import error_responses
 from apps.core.errors import UnsupportedMediaType, ValidationFailed
 from apps.core.replicas import PRIMARY, allow_replica_reads, pin_ttl
+from apps.core.rfc3339 import parse_rfc3339
 from apps.jobs import idempotency, selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
@@ -31,10 +33,11 @@ from apps.jobs.api.serializers import (
     JobTypeListDoc,
 )
 from apps.jobs.idempotency import StoredResponse
-from apps.jobs.models import JobStatus
+from apps.jobs.models import Job, JobStatus
 from apps.jobs.registry import all_job_types
 from apps.jobs.representation import job_etag, job_location, job_to_dict
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
+from apps.jobs.submission import METADATA_KEY, METADATA_VALUE_MAX
 
 JOB_CACHE_CONTROL = "private, no-cache"
 
@@ -116,18 +119,25 @@ def _idempotent(
 # --- Query parsing for the list ---------------------------------------------------------------
 
 
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
+# Filter values are bounded by what the columns can hold; a longer value cannot match anything.
+TYPE_MAX_LENGTH = Job._meta.get_field("type").max_length or 100
+QUEUE_MAX_LENGTH = Job._meta.get_field("queue").max_length or 64
+
+
 def _encode_cursor(pk: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(pk.bytes).rstrip(b"=").decode()
 
 
 def _decode_cursor(value: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        return uuid.UUID(bytes=raw)
-    except (ValueError, TypeError):
+    # 22 characters of the URL-safe alphabet, exactly as _encode_cursor writes them: base64's
+    # decoder alone would skip stray characters and take a tampered cursor.
+    if not _CURSOR.fullmatch(value):
         raise ValidationFailed(
             "The cursor is not valid.", details={"cursor": ["Not a cursor from this API."]}
-        ) from None
+        )
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(value + "=="))
 
 
 def _split(values: list[str]) -> list[str]:
@@ -135,16 +145,18 @@ def _split(values: list[str]) -> list[str]:
 
 
 def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> datetime | None:
-    if not value:
+    if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_rfc3339(value)
+    if parsed is None:
         errors[name] = ["Must be an RFC 3339 date-time with a timezone."]
-        return None
     return parsed
+
+
+def _bounded(values: list[str], name: str, limit: int, errors: dict[str, list[str]]) -> list[str]:
+    if any(len(value) > limit for value in values):
+        errors[name] = [f"Each value is at most {limit} characters."]
+    return values
 
 
 def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID | None, int]:
@@ -155,46 +167,103 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
     metadata = {}
     for name, value in params.items():
         if name.startswith("metadata[") and name.endswith("]") and len(name) > 10:
-            metadata[name[9:-1]] = value
+            key = name[9:-1]
+            if not METADATA_KEY.fullmatch(key):
+                errors[name] = ["Keys are 1-64 characters of A-Z a-z 0-9 _ . -"]
+            elif len(value) > METADATA_VALUE_MAX:
+                errors[name] = [f"Values are at most {METADATA_VALUE_MAX} characters."]
+            metadata[key] = value
     limit = settings.JOBS_LIST_PAGE_SIZE
-    if params.get("limit"):
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            limit = 0
+    if "limit" in params:
+        raw = params["limit"]
+        limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 0
         if not 1 <= limit <= settings.JOBS_LIST_MAX_PAGE_SIZE:
             errors["limit"] = [f"Must be an integer from 1 to {settings.JOBS_LIST_MAX_PAGE_SIZE}."]
     filters = selectors.JobListFilters(
         statuses=statuses,
-        types=_split(params.getlist("type")),
-        queues=_split(params.getlist("queue")),
+        types=_bounded(_split(params.getlist("type")), "type", TYPE_MAX_LENGTH, errors),
+        queues=_bounded(_split(params.getlist("queue")), "queue", QUEUE_MAX_LENGTH, errors),
         metadata=metadata,
         created_after=_parse_time(params.get("created_after"), "created_after", errors),
         created_before=_parse_time(params.get("created_before"), "created_before", errors),
     )
     if errors:
         raise ValidationFailed("The query is not valid.", details=errors)
-    cursor = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    cursor = _decode_cursor(params["cursor"]) if "cursor" in params else None
     return filters, cursor, limit
 
 
+def _comma_list(items: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"type": "array", "items": items, "description": description}
+
+
+# Every constraint parse_list_query enforces, stated so that a schema-driven client or fuzzer
+# sends what the server takes (tests/e2e/test_schema_fuzz.py holds the two to each other).
 _LIST_PARAMETERS = [
-    OpenApiParameter("status", str, description="Comma-separated statuses."),
-    OpenApiParameter("type", str, description="Comma-separated job types."),
-    OpenApiParameter("queue", str, description="Comma-separated queues."),
     OpenApiParameter(
-        "metadata[key]", str, description="Jobs whose metadata has key = value (repeatable)."
+        "status",
+        _comma_list({"type": "string", "enum": list(JobStatus.values)}, "Statuses."),
+        style="form",
+        explode=False,
+        description="Comma-separated statuses (or the parameter repeated).",
     ),
-    OpenApiParameter("created_after", datetime),
-    OpenApiParameter("created_before", datetime),
-    OpenApiParameter("cursor", str, description="From the previous page's `next`."),
-    OpenApiParameter("limit", int, description="Page size, 1-200 (default 50)."),
+    OpenApiParameter(
+        "type",
+        _comma_list({"type": "string", "maxLength": TYPE_MAX_LENGTH}, "Job types."),
+        style="form",
+        explode=False,
+        description="Comma-separated job types.",
+    ),
+    OpenApiParameter(
+        "queue",
+        _comma_list({"type": "string", "maxLength": QUEUE_MAX_LENGTH}, "Queues."),
+        style="form",
+        explode=False,
+        description="Comma-separated queues.",
+    ),
+    OpenApiParameter(
+        "metadata",
+        {
+            "type": "object",
+            "propertyNames": {"pattern": f"^{METADATA_KEY.pattern}$"},
+            "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX},
+        },
+        style="deepObject",
+        explode=True,
+        description="`metadata[key]=value`: jobs whose metadata has key = value (repeatable).",
+    ),
+    OpenApiParameter(
+        "created_after",
+        {"type": "string", "format": "date-time"},
+        description="RFC 3339 date-time with an offset.",
+    ),
+    OpenApiParameter(
+        "created_before",
+        {"type": "string", "format": "date-time"},
+        description="RFC 3339 date-time with an offset.",
+    ),
+    OpenApiParameter(
+        "cursor",
+        {"type": "string", "pattern": CURSOR_PATTERN},
+        description="From the previous page's `next`.",
+    ),
+    OpenApiParameter(
+        "limit",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": settings.JOBS_LIST_MAX_PAGE_SIZE,
+            "default": settings.JOBS_LIST_PAGE_SIZE,
+        },
+        description="Page size.",
+    ),
 ]
 _IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "pattern": f"^{idempotency.KEY_PATTERN}$", "minLength": 1, "maxLength": 255},
     location=OpenApiParameter.HEADER,
-    description="Replays the first response for 24 h when the same key and body are sent again.",
+    description="1-255 printable ASCII characters, no spaces. Replays the first response for "
+    "24 h when the same key and body are sent again.",
 )
 
 
