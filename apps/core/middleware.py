@@ -63,24 +63,27 @@ def request_problem(
     """The error for a request whose path, query string or headers Conveyor refuses, or None.
 
     WSGI hands the path (already percent-decoded) and the query string (still encoded) as
-    latin-1 text, one character per byte, so lengths here are byte counts. Each check is a
-    length comparison or a substring test unless the URL holds escapes or non-ASCII bytes.
+    latin-1 text, one character per byte, so lengths here are byte counts. (Django has already
+    re-percent-encoded invalid UTF-8 in the path, ``%FF``, which then matches no id: a 404.)
+    Each check is a length comparison or a substring test unless the URL holds escapes or
+    non-ASCII bytes.
     """
     total = 0
     for name, value in meta.items():
         if not (name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")):
             continue
+        header = name.removeprefix("HTTP_").replace("_", "-")
         size = len(name) + len(value) if isinstance(value, str) else 0
         total += size
         if size > max_header:
             return errors.RequestHeaderFieldsTooLarge(
                 f"A header field is over {max_header} bytes.",
-                details={"headers": [f"{name.removeprefix('HTTP_')} is over {max_header} bytes."]},
+                details={"headers": [f"{header} is over {max_header} bytes."]},
             )
         if isinstance(value, str) and "\x00" in value:
             return errors.ValidationFailed(
                 "A header contains the NUL character.",
-                details={"headers": [f"{name.removeprefix('HTTP_')} contains NUL."]},
+                details={"headers": [f"{header} contains NUL."]},
             )
     if total > max_headers_total:
         return errors.RequestHeaderFieldsTooLarge(
