@@ -421,14 +421,27 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Conveyor API",
     "DESCRIPTION": (
         "Submit jobs, poll their status, receive signed webhooks. Every error has the shape "
-        '`{"error": {"code", "message", "details", "request_id"}}`.'
+        '`{"error": {"code", "message", "details", "request_id"}}`.\n\n'
+        "Refused everywhere with 400 `validation_error`: the NUL character (`\\u0000`) in any "
+        "JSON string or key, in the path, the query string or a header; invalid UTF-8 and lone "
+        "surrogates; `NaN`, `Infinity` and numbers beyond a double; JSON nested deeper than "
+        "JSON_MAX_DEPTH (64) levels; a path or query string over API_MAX_URL_BYTES (8192). A "
+        "header field over API_MAX_HEADER_BYTES (8192), or all of them over "
+        "API_MAX_HEADERS_TOTAL_BYTES (32768), is 431 `request_header_fields_too_large`."
     ),
     "VERSION": "1.0.0",
+    # 3.1: full JSON Schema (propertyNames, const, nullable as a type list), the dialect the job
+    # types' input schemas are written in.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.jobs.api.openapi.postprocess",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
