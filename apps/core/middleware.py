@@ -62,11 +62,10 @@ def request_problem(
 ) -> errors.ConveyorError | None:
     """The error for a request whose path, query string or headers Conveyor refuses, or None.
 
-    WSGI hands the path (already percent-decoded) and the query string (still encoded) as
-    latin-1 text, one character per byte, so lengths here are byte counts. (Django has already
-    re-percent-encoded invalid UTF-8 in the path, ``%FF``, which then matches no id: a 404.)
-    Each check is a length comparison or a substring test unless the URL holds escapes or
-    non-ASCII bytes.
+    WSGI hands the query string (still percent-encoded) as latin-1 text, one character per byte.
+    The path Django has already decoded, re-percent-encoding invalid UTF-8 (``%FF``), which then
+    matches no id: a 404. Each check is a length comparison or a substring test unless the
+    query string holds escapes or non-ASCII bytes.
     """
     total = 0
     for name, value in meta.items():
@@ -96,12 +95,13 @@ def request_problem(
         if len(text) > max_url:
             message = f"The {part} is over {max_url} bytes."
             return errors.ValidationFailed(message, details={part: [message]})
-        if part == "query" and "%" not in text and text.isascii():
+        if part == "path":
+            # Django has decoded the path already (invalid UTF-8 re-percent-encoded).
+            problem = "contains the NUL character" if "\x00" in text else None
+        elif "%" not in text and text.isascii():
             continue
-        if part == "path" and "\x00" not in text and text.isascii():
-            continue
-        raw = text.encode("latin-1", "replace")
-        problem = _bad_text(unquote_to_bytes(raw) if part == "query" else raw)
+        else:
+            problem = _bad_text(unquote_to_bytes(text.encode("latin-1", "replace")))
         if problem:
             message = f"The {part} {problem}."
             return errors.ValidationFailed(message, details={part: [message]})
@@ -112,9 +112,10 @@ class InputGuardMiddleware:
     """Refuses, in the error shape, a request whose URL or headers Conveyor cannot handle.
 
     Next after RequestIdMiddleware, so that the refusal carries the request id, and ahead of
-    everything that reads the request: a NUL or invalid UTF-8 in the path or the query string,
-    or a path or query over API_MAX_URL_BYTES, is a 400 ``validation_error`` (PostgreSQL text
-    cannot hold NUL; invalid UTF-8 would otherwise be silently replaced and searched for); a
+    everything that reads the request: a NUL in the path, a NUL or invalid UTF-8 in the query
+    string, or a path or query over API_MAX_URL_BYTES, is a 400 ``validation_error`` (PostgreSQL
+    text cannot hold NUL; invalid UTF-8 would otherwise be silently replaced and searched for;
+    in the path Django re-percent-encodes it, so it matches no id and is a 404); a
     header field over API_MAX_HEADER_BYTES, or all of them over API_MAX_HEADERS_TOTAL_BYTES, is
     a 431 ``request_header_fields_too_large``. gunicorn's own limits (config/gunicorn.py) are set
     above these so that the application, not gunicorn's plain-text page, answers.

@@ -395,6 +395,8 @@ LIVE_CASES = [
     # Django re-percent-encodes invalid UTF-8 in a path (%FF%FE): no id can match, so 404.
     ("invalid utf-8 in the path", "GET", "/api/v1/jobs/%ff%fe", b"", {}, 404),
     ("nul in the path", "POST", "/api/v1/jobs/%00/cancel", b"", {}, 400),
+    # Valid UTF-8 beyond ASCII is an id like any other: unknown, so 404 (not a 400).
+    ("non-ascii id in the path", "GET", "/api/v1/jobs/%C3%A9%E4%B8%AD", b"", {}, 404),
     ("invalid utf-8 in the query", "GET", "/api/v1/jobs?queue=%ff", b"", {}, 400),
     ("nul in metadata filter", "GET", "/api/v1/jobs?metadata[k]=%00", b"", {}, 400),
     ("raw invalid utf-8 body", "POST", "/api/v1/jobs", b'{"type":"\xff"}', {}, 400),
