@@ -141,6 +141,13 @@ def test_run_at_and_delay_together_are_refused(tenant: Tenant) -> None:
         ("delay_seconds", -5),
         ("max_attempts", "3"),
         ("unknown_field", 1),
+        # An optional field is left out or has its type: null is not "absent".
+        ("metadata", None),
+        ("metadata", False),
+        ("webhook_events", None),
+        ("delay_seconds", None),
+        ("max_attempts", None),
+        ("retry_backoff_seconds", None),
     ],
 )
 def test_bad_envelope_fields_are_400(tenant: Tenant, field: str, value: Any) -> None:
