@@ -129,12 +129,15 @@ class JobType:
             raise ValidationFailed(
                 "The job input must be a JSON object.", details={"input": ["Expected an object."]}
             )
+        from apps.jobs.schema import type_problems
+
         errors: dict[str, Any] = {}
         validated: dict[str, Any] = {}
         try:
             validated = self._validator.run_validation(data)
         except serializers.ValidationError as exc:
             errors.update(exc.detail if isinstance(exc.detail, dict) else {"input": exc.detail})
+        errors.update(type_problems(self.input_schema, data) or {})
         for unknown in sorted(set(data) - set(self._validator.fields)):
             errors[unknown] = ["Unknown field."]
         if errors:

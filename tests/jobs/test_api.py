@@ -247,6 +247,29 @@ def test_list_is_newest_first_and_paginates_with_a_cursor(tenant: Tenant) -> Non
     assert seen == list(reversed(submitted))
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("message", 5),
+        ("fail_times", "3"),
+        ("sleep_seconds", "1"),
+        ("fail_permanently", "true"),
+        ("fail_permanently", 1),
+    ],
+)
+def test_input_values_keep_their_json_types(tenant: Tenant, name: str, value: Any) -> None:
+    # DRF's fields would coerce each of these; the published input schema does not allow them.
+    response = tenant.submit(input={"message": "m", name: value})
+    error = assert_error(response, 400, "validation_error")
+    assert set(error["details"]) == {f"input.{name}"}
+
+
+def test_integral_numbers_count_as_integers(tenant: Tenant) -> None:
+    # 3.0 is an integer in JSON Schema, as in the OpenAPI document.
+    job = tenant.submit(max_attempts=3.0, input={"message": "m", "fail_times": 2.0}).json()
+    assert (job["max_attempts"], job["input"]["fail_times"]) == (3, 2)
+
+
 def test_list_filters(tenant: Tenant) -> None:
     a = tenant.submit(metadata={"team": "red"}).json()["id"]
     b = tenant.submit(metadata={"team": "blue"}).json()["id"]
