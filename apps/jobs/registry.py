@@ -80,8 +80,11 @@ class JobCanceled(Exception):
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any] | None]
 
-_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-_QUEUE = re.compile(r"[a-z][a-z0-9_\-]*")
+# What a job type's name and its queue's name look like (the list filters refuse anything else).
+NAME_PATTERN = r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*"
+QUEUE_PATTERN = r"[a-z][a-z0-9_\-]*"
+_NAME = re.compile(NAME_PATTERN)
+_QUEUE = re.compile(QUEUE_PATTERN)
 
 
 @dataclass(frozen=True)

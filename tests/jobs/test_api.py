@@ -287,7 +287,24 @@ def test_list_filters(tenant: Tenant) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["status=done", "limit=0", "limit=1000", "created_after=yesterday", "cursor=%%%"]
+    "query",
+    [
+        "status=done",
+        "status=",
+        "status=queued,,canceled",
+        "type=Diagnostics.Echo",
+        "type=diagnostics.echo,",
+        "queue=default&queue=",
+        "queue=no%20spaces",
+        "metadata[]=v",
+        "metadata=v",
+        "metadata[team]=red&metadata[team]=blue",
+        "limit=0",
+        "limit=1000",
+        "limit=5&limit=6",
+        "created_after=yesterday",
+        "cursor=%%%",
+    ],
 )
 def test_bad_list_query_is_400(tenant: Tenant, query: str) -> None:
     assert_error(tenant.get(f"/api/v1/jobs?{query}"), 400, "validation_error")

@@ -34,7 +34,7 @@ from apps.jobs.api.serializers import (
 )
 from apps.jobs.idempotency import StoredResponse
 from apps.jobs.models import Job, JobStatus
-from apps.jobs.registry import all_job_types
+from apps.jobs.registry import NAME_PATTERN, QUEUE_PATTERN, all_job_types
 from apps.jobs.representation import job_etag, job_location, job_to_dict
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 from apps.jobs.submission import METADATA_KEY, METADATA_VALUE_MAX
@@ -124,6 +124,17 @@ _CURSOR = re.compile(CURSOR_PATTERN[1:-1])
 # Filter values are bounded by what the columns can hold; a longer value cannot match anything.
 TYPE_MAX_LENGTH = Job._meta.get_field("type").max_length or 100
 QUEUE_MAX_LENGTH = Job._meta.get_field("queue").max_length or 64
+STATUSES = frozenset(JobStatus.values)
+_TYPE_NAME = re.compile(NAME_PATTERN)
+_QUEUE_NAME = re.compile(QUEUE_PATTERN)
+
+
+def _type_name(item: str) -> bool:
+    return len(item) <= TYPE_MAX_LENGTH and _TYPE_NAME.fullmatch(item) is not None
+
+
+def _queue_name(item: str) -> bool:
+    return len(item) <= QUEUE_MAX_LENGTH and _QUEUE_NAME.fullmatch(item) is not None
 
 
 def _encode_cursor(pk: uuid.UUID) -> str:
@@ -140,8 +151,17 @@ def _decode_cursor(value: str) -> uuid.UUID:
     return uuid.UUID(bytes=base64.urlsafe_b64decode(value + "=="))
 
 
-def _split(values: list[str]) -> list[str]:
-    return [part for value in values for part in value.split(",") if part]
+def _items(
+    values: list[str], name: str, errors: dict[str, list[str]], *, valid: Callable[[str], bool]
+) -> list[str]:
+    """The items of a list filter, comma-separated or the parameter repeated (``status=a,b`` or
+    ``status=a&status=b``). Every item must be one that can match (no empty ones: ``status=`` and
+    ``a,,b`` are refused), as the document says; ``name`` is refused if any is not."""
+    items = [part for value in values for part in value.split(",")]
+    if bad := sorted({item for item in items if not valid(item)}):
+        shown = ", ".join(repr(item) for item in bad[:5])
+        errors[name] = [f"Not a {name} that can match: {shown}."]
+    return items
 
 
 def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> datetime | None:
@@ -153,26 +173,24 @@ def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> d
     return parsed
 
 
-def _bounded(values: list[str], name: str, limit: int, errors: dict[str, list[str]]) -> list[str]:
-    if any(len(value) > limit for value in values):
-        errors[name] = [f"Each value is at most {limit} characters."]
-    return values
-
-
 def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID | None, int]:
     errors: dict[str, list[str]] = {}
-    statuses = _split(params.getlist("status"))
-    if bad := sorted(set(statuses) - set(JobStatus.values)):
-        errors["status"] = [f"Unknown status {', '.join(bad)}."]
+    statuses = _items(params.getlist("status"), "status", errors, valid=STATUSES.__contains__)
     metadata = {}
-    for name, value in params.items():
-        if name.startswith("metadata[") and name.endswith("]") and len(name) > 10:
-            key = name[9:-1]
-            if not METADATA_KEY.fullmatch(key):
-                errors[name] = ["Keys are 1-64 characters of A-Z a-z 0-9 _ . -"]
-            elif len(value) > METADATA_VALUE_MAX:
-                errors[name] = [f"Values are at most {METADATA_VALUE_MAX} characters."]
-            metadata[key] = value
+    for name, values in params.lists():
+        # `metadata` is a deepObject: every parameter named metadata, or metadata[ anything,
+        # is a filter, so a malformed one (metadata[]=v, metadata=v, metadata[k] twice) is
+        # refused, not ignored.
+        if name != "metadata" and not name.startswith("metadata["):
+            continue
+        key, value = name[9:-1] if name.endswith("]") else "", values[-1]
+        if not METADATA_KEY.fullmatch(key):
+            errors[name] = ["Write metadata[key]=value; keys are 1-64 of A-Z a-z 0-9 _ . -"]
+        elif len(values) > 1:
+            errors[name] = ["One value per key."]
+        elif len(value) > METADATA_VALUE_MAX:
+            errors[name] = [f"Values are at most {METADATA_VALUE_MAX} characters."]
+        metadata[key] = value
     limit = settings.JOBS_LIST_PAGE_SIZE
     if "limit" in params:
         raw = params["limit"]
@@ -181,12 +199,15 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
             errors["limit"] = [f"Must be an integer from 1 to {settings.JOBS_LIST_MAX_PAGE_SIZE}."]
     filters = selectors.JobListFilters(
         statuses=statuses,
-        types=_bounded(_split(params.getlist("type")), "type", TYPE_MAX_LENGTH, errors),
-        queues=_bounded(_split(params.getlist("queue")), "queue", QUEUE_MAX_LENGTH, errors),
+        types=_items(params.getlist("type"), "type", errors, valid=_type_name),
+        queues=_items(params.getlist("queue"), "queue", errors, valid=_queue_name),
         metadata=metadata,
         created_after=_parse_time(params.get("created_after"), "created_after", errors),
         created_before=_parse_time(params.get("created_before"), "created_before", errors),
     )
+    for name in ("limit", "cursor", "created_after", "created_before"):
+        if len(params.getlist(name)) > 1:
+            errors[name] = ["Give it once."]  # one value, as the document says
     if errors:
         raise ValidationFailed("The query is not valid.", details=errors)
     cursor = _decode_cursor(params["cursor"]) if "cursor" in params else None
@@ -194,7 +215,7 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
 
 
 def _comma_list(items: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"type": "array", "items": items, "description": description}
+    return {"type": "array", "minItems": 1, "items": items, "description": description}
 
 
 # Every constraint parse_list_query enforces, stated so that a schema-driven client or fuzzer
@@ -205,21 +226,27 @@ _LIST_PARAMETERS = [
         _comma_list({"type": "string", "enum": list(JobStatus.values)}, "Statuses."),
         style="form",
         explode=False,
-        description="Comma-separated statuses (or the parameter repeated).",
+        description="Comma-separated statuses (or the parameter repeated); no empty items.",
     ),
     OpenApiParameter(
         "type",
-        _comma_list({"type": "string", "maxLength": TYPE_MAX_LENGTH}, "Job types."),
+        _comma_list(
+            {"type": "string", "pattern": f"^{NAME_PATTERN}$", "maxLength": TYPE_MAX_LENGTH},
+            "Job types.",
+        ),
         style="form",
         explode=False,
-        description="Comma-separated job types.",
+        description="Comma-separated job type names (or the parameter repeated).",
     ),
     OpenApiParameter(
         "queue",
-        _comma_list({"type": "string", "maxLength": QUEUE_MAX_LENGTH}, "Queues."),
+        _comma_list(
+            {"type": "string", "pattern": f"^{QUEUE_PATTERN}$", "maxLength": QUEUE_MAX_LENGTH},
+            "Queues.",
+        ),
         style="form",
         explode=False,
-        description="Comma-separated queues.",
+        description="Comma-separated queue names (or the parameter repeated).",
     ),
     OpenApiParameter(
         "metadata",
@@ -230,7 +257,8 @@ _LIST_PARAMETERS = [
         },
         style="deepObject",
         explode=True,
-        description="`metadata[key]=value`: jobs whose metadata has key = value (repeatable).",
+        description="`metadata[key]=value`: jobs whose metadata has key = value; several keys "
+        "narrow the list, each key at most once.",
     ),
     OpenApiParameter(
         "created_after",
