@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.core.urlguard import MAX_URL_LENGTH
 from apps.jobs.registry import all_job_types
 from apps.jobs.services import BATCH_MAX_JOBS
 from apps.jobs.submission import METADATA_KEY, METADATA_MAX_KEYS, METADATA_VALUE_MAX
@@ -36,6 +37,7 @@ def _submission_schema(submit: dict[str, Any]) -> None:
         "enum": [jt.name for jt in types],
         "description": "A registered job type (GET /api/v1/job-types).",
     }
+    properties["webhook_url"]["maxLength"] = MAX_URL_LENGTH
     properties["metadata"].update(
         {
             "maxProperties": METADATA_MAX_KEYS,
