@@ -79,7 +79,7 @@ class JobSubmitDoc(serializers.Serializer):
         help_text="Default: the terminal events.",
     )
     metadata = serializers.DictField(
-        child=serializers.CharField(max_length=500),
+        child=serializers.CharField(max_length=500, allow_blank=True),
         required=False,
         help_text="Your own labels: at most 20 string values; filter with metadata[key]=value.",
     )
