@@ -24,6 +24,14 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Request-line and header limits above the application's (API_MAX_URL_BYTES,
+# API_MAX_HEADER_BYTES, API_MAX_HEADERS_TOTAL_BYTES in config/settings.py), so that a long URL or
+# header reaches Conveyor and is answered in the error shape (400 / 431) rather than by
+# gunicorn's plain-text page. 0 lets gunicorn take request lines up to its own 1 MiB ceiling;
+# a single header field over 64 KiB, or more than 100 of them, still gets gunicorn's 431.
+limit_request_line = 0
+limit_request_field_size = 65536
+limit_request_fields = 100
 
 # --- Observability ----------------------------------------------------------------------------
 # Prometheus multiprocess mode: the master gives its workers one samples directory (set before

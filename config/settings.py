@@ -109,6 +109,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.InputGuardMiddleware",
     "apps.core.middleware.ReadScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -313,6 +314,15 @@ CONVEYOR_JOB_TYPE_MODULES = env.list(
 )
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 JOB_INPUT_MAX_BYTES = env.int("JOB_INPUT_MAX_BYTES", default=256 * 1024)
+# Input hygiene (apps/core/parsers.py, apps/core/middleware.py InputGuardMiddleware): JSON nested
+# deeper than this is refused (400); so is a path or a query string longer than API_MAX_URL_BYTES;
+# a header field longer than API_MAX_HEADER_BYTES, or all of them together longer than
+# API_MAX_HEADERS_TOTAL_BYTES, get 431.
+# gunicorn's own limits (config/gunicorn.py) sit above these, so that the app answers first.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=64)
+API_MAX_URL_BYTES = env.int("API_MAX_URL_BYTES", default=8192)
+API_MAX_HEADER_BYTES = env.int("API_MAX_HEADER_BYTES", default=8192)
+API_MAX_HEADERS_TOTAL_BYTES = env.int("API_MAX_HEADERS_TOTAL_BYTES", default=32768)
 JOB_TIMEOUT_GRACE_SECONDS = env.int("JOB_TIMEOUT_GRACE_SECONDS", default=15)
 # A running job's worker stamps heartbeat_at this often; the maintenance loop treats a job whose
 # heartbeat is older than the timeout as abandoned (worker killed, machine gone) and runs it again.
@@ -455,14 +465,27 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Conveyor API",
     "DESCRIPTION": (
         "Submit jobs, poll their status, receive signed webhooks. Every error has the shape "
-        '`{"error": {"code", "message", "details", "request_id"}}`.'
+        '`{"error": {"code", "message", "details", "request_id"}}`.\n\n'
+        "Refused everywhere with 400 `validation_error`: the NUL character (`\\u0000`) in any "
+        "JSON string or key, in the path, the query string or a header; invalid UTF-8 and lone "
+        "surrogates; `NaN`, `Infinity` and numbers beyond a double; JSON nested deeper than "
+        "JSON_MAX_DEPTH (64) levels; a path or query string over API_MAX_URL_BYTES (8192). A "
+        "header field over API_MAX_HEADER_BYTES (8192), or all of them over "
+        "API_MAX_HEADERS_TOTAL_BYTES (32768), is 431 `request_header_fields_too_large`."
     ),
     "VERSION": "1.0.0",
+    # 3.1: full JSON Schema (propertyNames, const, nullable as a type list), the dialect the job
+    # types' input schemas are written in.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.jobs.api.openapi.postprocess",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

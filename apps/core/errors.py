@@ -75,6 +75,12 @@ class UnsupportedMediaType(ConveyorError):
     default_message = "Send JSON with Content-Type: application/json."
 
 
+class RequestHeaderFieldsTooLarge(ConveyorError):
+    status = 431
+    code = "request_header_fields_too_large"
+    default_message = "A request header, or all of them together, is too large."
+
+
 class IdempotencyConflict(ConveyorError):
     status = 422
     code = "idempotency_conflict"

@@ -1,6 +1,9 @@
 """The one DRF exception handler: every failure becomes the error shape of API.md.
 
-Expected failures (domain errors, DRF's own 4xx) render with their code. Anything else is logged
+Expected failures (domain errors, DRF's own 4xx) render with their code. The database refusing
+a value that came from the client (``DataError``: a string it cannot store, a number out of its
+range) and Django refusing a suspicious request (too many query fields) are the client's fault:
+400 ``validation_error``, logged at info, not reported to Sentry. Anything else is logged
 with its traceback, sent to Sentry, and answered as a bare ``internal_error``: no exception text,
 no stack, nothing internal in the body.
 """
@@ -11,8 +14,8 @@ import logging
 from typing import Any
 
 import sentry_sdk
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import InterfaceError, OperationalError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import exceptions as drf
@@ -71,6 +74,15 @@ def to_conveyor_error(exc: Exception) -> errors.ConveyorError | None:
         return errors.RateLimited(retry_after=int(getattr(exc, "wait", None) or 1))
     if isinstance(exc, RequestDataTooBig):
         return errors.PayloadTooLarge()
+    if isinstance(exc, DataError):
+        logger.info("the database refused a client's value: %s", exc)
+        message = "A value in the request cannot be stored or searched for."
+        return errors.ValidationFailed(message, details={"request": [message]})
+    if isinstance(exc, SuspiciousOperation):
+        logger.info("suspicious request refused: %s", type(exc).__name__)
+        return errors.ValidationFailed(
+            "The request is not valid.", details={"request": [type(exc).__name__]}
+        )
     if isinstance(exc, OperationalError | InterfaceError | BrokerError):
         logger.warning("backing service unavailable: %s", type(exc).__name__, exc_info=exc)
         return errors.ServiceUnavailable(retry_after=5)

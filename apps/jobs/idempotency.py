@@ -27,7 +27,8 @@ from apps.clients.models import ApiClient
 from apps.core.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed
 from apps.jobs.models import IdempotencyRecord
 
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+KEY_PATTERN = r"[!-~]{1,255}"  # printable ASCII, no spaces (also the OpenAPI pattern)
+_KEY = re.compile(KEY_PATTERN)
 
 
 @dataclass(frozen=True)

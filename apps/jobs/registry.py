@@ -81,8 +81,11 @@ class JobCanceled(Exception):
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any] | None]
 
-_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-_QUEUE = re.compile(r"[a-z][a-z0-9_\-]*")
+# What a job type's name and its queue's name look like (the list filters refuse anything else).
+NAME_PATTERN = r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*"
+QUEUE_PATTERN = r"[a-z][a-z0-9_\-]*"
+_NAME = re.compile(NAME_PATTERN)
+_QUEUE = re.compile(QUEUE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -134,12 +137,15 @@ class JobType:
             raise ValidationFailed(
                 "The job input must be a JSON object.", details={"input": ["Expected an object."]}
             )
+        from apps.jobs.schema import type_problems
+
         errors: dict[str, Any] = {}
         validated: dict[str, Any] = {}
         try:
             validated = self._validator.run_validation(data)
         except serializers.ValidationError as exc:
             errors.update(exc.detail if isinstance(exc.detail, dict) else {"input": exc.detail})
+        errors.update(type_problems(self.input_schema, data) or {})
         for unknown in sorted(set(data) - set(self._validator.fields)):
             errors[unknown] = ["Unknown field."]
         if errors:

@@ -3,7 +3,8 @@
 Hand-written rather than a DRF serializer: it runs once per job on the hottest write path (a
 1000-job batch validates 1000 of these), and it collects every problem at once, keyed by field
 path, in the ``details`` shape of API.md. The OpenAPI document describes the same fields with
-``apps.jobs.api.serializers.JobSubmitDoc``.
+``apps.jobs.api.serializers.JobSubmitDoc``. An optional field is either left out or holds a value
+of its type: null is refused like any other wrong type, as the document says (nothing is nullable).
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ def _parse_datetime(value: Any) -> datetime | None:
 def _bounded_int(
     data: dict[str, Any], name: str, low: int, high: int, errors: dict[str, list[str]]
 ) -> int | None:
-    value = data.get(name)
-    if value is None:
+    if name not in data:
         return None
+    value = data[name]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is an integer in JSON Schema, as in the OpenAPI document
     if not _is_int(value):
         errors[name] = ["Must be an integer."]
     elif not low <= value <= high:
@@ -123,15 +126,15 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         errors["priority"] = ["Must be one of low, normal, high."]
 
     run_at = None
-    if data.get("run_at") is not None and data.get("delay_seconds") is not None:
+    if "run_at" in data and "delay_seconds" in data:
         errors["run_at"] = ["Give run_at or delay_seconds, not both."]
-    elif data.get("run_at") is not None:
+    elif "run_at" in data:
         run_at = _parse_datetime(data["run_at"])
         if run_at is None:
             errors["run_at"] = ["Must be an RFC 3339 date-time with a timezone."]
         elif run_at - now > MAX_SCHEDULE_AHEAD:
             errors["run_at"] = ["Must be at most 365 days ahead."]
-    elif data.get("delay_seconds") is not None:
+    elif "delay_seconds" in data:
         delay = data["delay_seconds"]
         if not _is_number(delay) or not 0 <= delay <= MAX_SCHEDULE_AHEAD.total_seconds():
             errors["delay_seconds"] = ["Must be a number of seconds from 0 to 31536000."]
@@ -141,21 +144,21 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         run_at = None  # due already: queue at once
 
     webhook_url = data.get("webhook_url")
-    if webhook_url is not None:
+    if "webhook_url" in data:
         problem = webhook_url_problem(webhook_url)
         if problem:
             errors["webhook_url"] = [problem]
-    webhook_events = data.get("webhook_events")
-    if webhook_events is None:
-        webhook_events = list(DEFAULT_WEBHOOK_EVENTS)
-    elif not isinstance(webhook_events, list) or not all(
-        isinstance(e, str) and e in WEBHOOK_EVENTS for e in webhook_events
-    ):
-        errors["webhook_events"] = [f"Must be a list drawn from {', '.join(WEBHOOK_EVENTS)}."]
-    else:
-        webhook_events = [e for e in WEBHOOK_EVENTS if e in set(webhook_events)]
+    webhook_events = list(DEFAULT_WEBHOOK_EVENTS)
+    if "webhook_events" in data:
+        events = data["webhook_events"]
+        if not isinstance(events, list) or not all(
+            isinstance(e, str) and e in WEBHOOK_EVENTS for e in events
+        ):
+            errors["webhook_events"] = [f"Must be a list drawn from {', '.join(WEBHOOK_EVENTS)}."]
+        else:
+            webhook_events = [e for e in WEBHOOK_EVENTS if e in set(events)]
 
-    metadata = data.get("metadata") or {}
+    metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         errors["metadata"] = ["Must be an object of string values."]
     else:
@@ -168,14 +171,16 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
                 errors[f"metadata.{key}"] = [f"Values are strings of at most {METADATA_VALUE_MAX}."]
 
     concurrency_key = data.get("concurrency_key")
-    concurrency_limit = _bounded_int(data, "concurrency_limit", 1, CONCURRENCY_LIMIT_MAX, errors)
+    concurrency_limit = None  # null is "not given", as the document says
+    if data.get("concurrency_limit") is not None:
+        concurrency_limit = _bounded_int(
+            data, "concurrency_limit", 1, CONCURRENCY_LIMIT_MAX, errors
+        )
     if concurrency_key is not None:
         if not isinstance(concurrency_key, str) or not CONCURRENCY_KEY.fullmatch(concurrency_key):
             errors["concurrency_key"] = ["Must be 1-200 printable ASCII characters."]
         elif concurrency_limit is None and "concurrency_limit" not in errors:
             concurrency_limit = 1
-    elif data.get("concurrency_limit") is not None:
-        errors["concurrency_limit"] = ["Only with a concurrency_key."]
 
     max_attempts = timeout_seconds = None
     validated_input: dict[str, Any] = {}
@@ -184,8 +189,8 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         timeout_seconds = _bounded_int(
             data, "timeout_seconds", 1, job_type.max_timeout_seconds, errors
         )
-        backoff = data.get("retry_backoff_seconds")
-        if backoff is not None and (
+        backoff: Any = data.get("retry_backoff_seconds")
+        if "retry_backoff_seconds" in data and (
             not _is_number(backoff) or not 0.1 <= backoff <= job_type.retry_backoff_max_seconds
         ):
             errors["retry_backoff_seconds"] = [

@@ -117,6 +117,13 @@ def test_run_at_and_delay_together_are_refused(tenant: Tenant) -> None:
         ("delay_seconds", -5),
         ("max_attempts", "3"),
         ("unknown_field", 1),
+        # An optional field is left out or has its type: null is not "absent".
+        ("metadata", None),
+        ("metadata", False),
+        ("webhook_events", None),
+        ("delay_seconds", None),
+        ("max_attempts", None),
+        ("retry_backoff_seconds", None),
     ],
 )
 def test_bad_envelope_fields_are_400(tenant: Tenant, field: str, value: Any) -> None:
@@ -216,6 +223,29 @@ def test_list_is_newest_first_and_paginates_with_a_cursor(tenant: Tenant) -> Non
     assert seen == list(reversed(submitted))
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("message", 5),
+        ("fail_times", "3"),
+        ("sleep_seconds", "1"),
+        ("fail_permanently", "true"),
+        ("fail_permanently", 1),
+    ],
+)
+def test_input_values_keep_their_json_types(tenant: Tenant, name: str, value: Any) -> None:
+    # DRF's fields would coerce each of these; the published input schema does not allow them.
+    response = tenant.submit(input={"message": "m", name: value})
+    error = assert_error(response, 400, "validation_error")
+    assert set(error["details"]) == {f"input.{name}"}
+
+
+def test_integral_numbers_count_as_integers(tenant: Tenant) -> None:
+    # 3.0 is an integer in JSON Schema, as in the OpenAPI document.
+    job = tenant.submit(max_attempts=3.0, input={"message": "m", "fail_times": 2.0}).json()
+    assert (job["max_attempts"], job["input"]["fail_times"]) == (3, 2)
+
+
 def test_list_filters(tenant: Tenant) -> None:
     a = tenant.submit(metadata={"team": "red"}).json()["id"]
     b = tenant.submit(metadata={"team": "blue"}).json()["id"]
@@ -233,7 +263,24 @@ def test_list_filters(tenant: Tenant) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["status=done", "limit=0", "limit=1000", "created_after=yesterday", "cursor=%%%"]
+    "query",
+    [
+        "status=done",
+        "status=",
+        "status=queued,,canceled",
+        "type=Diagnostics.Echo",
+        "type=diagnostics.echo,",
+        "queue=default&queue=",
+        "queue=no%20spaces",
+        "metadata[]=v",
+        "metadata=v",
+        "metadata[team]=red&metadata[team]=blue",
+        "limit=0",
+        "limit=1000",
+        "limit=5&limit=6",
+        "created_after=yesterday",
+        "cursor=%%%",
+    ],
 )
 def test_bad_list_query_is_400(tenant: Tenant, query: str) -> None:
     assert_error(tenant.get(f"/api/v1/jobs?{query}"), 400, "validation_error")

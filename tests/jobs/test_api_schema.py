@@ -54,8 +54,8 @@ def test_flow_control_fields_are_documented_with_their_constraints(anonymous) ->
     limit = submit["concurrency_limit"]
     assert (limit["minimum"], limit["maximum"]) == (1, 1000)
     job = schemas["JobDoc"]["properties"]
-    assert job["concurrency_key"]["nullable"] is True
-    assert job["wait_reason"]["nullable"] is True
+    assert job["concurrency_key"]["type"] == ["string", "null"]
+    assert {"$ref": "#/components/schemas/NullEnum"} in job["wait_reason"]["oneOf"]
     assert schemas["WaitReasonEnum"]["enum"] == [
         "scheduled",
         "dependencies",

@@ -134,7 +134,7 @@ def test_a_key_defaults_to_a_limit_of_one_and_is_shown() -> None:
     assert body["concurrency_key"] == "k"
     assert body["concurrency_limit"] == 1
     assert body["wait_reason"] == "capacity"
-    plain = job_to_dict(submit(client))
+    plain = job_to_dict(submit(client, concurrency_limit=3))  # a limit without a key: no limit
     assert plain["concurrency_key"] is None
     assert plain["concurrency_limit"] is None
     later = job_to_dict(submit(client, delay_seconds=600))
@@ -151,7 +151,6 @@ def test_a_key_defaults_to_a_limit_of_one_and_is_shown() -> None:
         ({"concurrency_key": "k", "concurrency_limit": 0}, "concurrency_limit"),
         ({"concurrency_key": "k", "concurrency_limit": 1001}, "concurrency_limit"),
         ({"concurrency_key": "k", "concurrency_limit": "2"}, "concurrency_limit"),
-        ({"concurrency_limit": 2}, "concurrency_limit"),
     ],
 )
 def test_invalid_flow_control_options_are_refused(options: dict[str, Any], field: str) -> None:
@@ -215,3 +214,15 @@ def test_a_rate_must_be_well_formed() -> None:
         with pytest.raises(ValueError, match="rate_limit"):
             parse_rate(bad)
     assert parse_rate("600/m") == (600, 60)
+
+
+def test_null_flow_control_options_mean_not_given() -> None:
+    client = ApiClientFactory()
+    body = job_to_dict(submit(client, concurrency_key=None, concurrency_limit=None))
+    assert (body["concurrency_key"], body["concurrency_limit"]) == (None, None)
+    keyed = job_to_dict(submit(client, concurrency_key="k", concurrency_limit=None))
+    assert keyed["concurrency_limit"] == 1
+    assert (
+        job_to_dict(submit(client, concurrency_key="k", concurrency_limit=4.0))["concurrency_limit"]
+        == 4
+    )

@@ -87,19 +87,24 @@ class JobSubmitDoc(serializers.Serializer):
         help_text="Default: the terminal events.",
     )
     metadata = serializers.DictField(
-        child=serializers.CharField(max_length=500),
+        child=serializers.CharField(max_length=500, allow_blank=True),
         required=False,
         help_text="Your own labels: at most 20 string values; filter with metadata[key]=value.",
     )
     concurrency_key = serializers.RegexField(
         r"^[\x20-\x7e]{1,200}$",
         required=False,
+        allow_null=True,
         min_length=1,
         max_length=200,
-        help_text="At most concurrency_limit of your jobs with this key run at once.",
+        help_text="At most concurrency_limit of your jobs with this key run at once; null: none.",
     )
     concurrency_limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=1000, help_text="Default 1; only with a key."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=1000,
+        help_text="Default 1 with a key (null too); ignored without one.",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -18,10 +19,11 @@ from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api import ConveyorAPIView
 from apps.core.api_docs import error_responses
-from apps.core.cursors import decode_cursor, encode_cursor
+from apps.core.cursors import CURSOR_PATTERN, decode_cursor, encode_cursor
 from apps.core.errors import ValidationFailed
 from apps.core.replicas import PRIMARY, pin_ttl
 from apps.core.request_state import request_state
+from apps.core.rfc3339 import parse_rfc3339
 from apps.jobs import idempotency, selectors, services
 from apps.jobs.api.serializers import (
     JobBatchDoc,
@@ -32,10 +34,11 @@ from apps.jobs.api.serializers import (
     JobTypeListDoc,
 )
 from apps.jobs.idempotency import StoredResponse
-from apps.jobs.models import JobStatus
-from apps.jobs.registry import all_job_types, rate_limits
+from apps.jobs.models import Job, JobStatus
+from apps.jobs.registry import NAME_PATTERN, QUEUE_PATTERN, all_job_types, rate_limits
 from apps.jobs.representation import job_etag, job_location, job_to_dict
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
+from apps.jobs.submission import METADATA_KEY, METADATA_VALUE_MAX
 
 JOB_CACHE_CONTROL = "private, no-cache"
 
@@ -87,71 +90,163 @@ def _idempotent(
 # --- Query parsing for the list ---------------------------------------------------------------
 
 
-def _split(values: list[str]) -> list[str]:
-    return [part for value in values for part in value.split(",") if part]
+# Filter values are bounded by what the columns can hold; a longer value cannot match anything.
+TYPE_MAX_LENGTH = Job._meta.get_field("type").max_length or 100
+QUEUE_MAX_LENGTH = Job._meta.get_field("queue").max_length or 64
+STATUSES = frozenset(JobStatus.values)
+_TYPE_NAME = re.compile(NAME_PATTERN)
+_QUEUE_NAME = re.compile(QUEUE_PATTERN)
+
+
+def _type_name(item: str) -> bool:
+    return len(item) <= TYPE_MAX_LENGTH and _TYPE_NAME.fullmatch(item) is not None
+
+
+def _queue_name(item: str) -> bool:
+    return len(item) <= QUEUE_MAX_LENGTH and _QUEUE_NAME.fullmatch(item) is not None
+
+
+def _items(
+    values: list[str], name: str, errors: dict[str, list[str]], *, valid: Callable[[str], bool]
+) -> list[str]:
+    """The items of a list filter, comma-separated or the parameter repeated (``status=a,b`` or
+    ``status=a&status=b``). Every item must be one that can match (no empty ones: ``status=`` and
+    ``a,,b`` are refused), as the document says; ``name`` is refused if any is not."""
+    items = [part for value in values for part in value.split(",")]
+    if bad := sorted({item for item in items if not valid(item)}):
+        shown = ", ".join(repr(item) for item in bad[:5])
+        errors[name] = [f"Not a {name} that can match: {shown}."]
+    return items
 
 
 def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> datetime | None:
-    if not value:
+    if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_rfc3339(value)
+    if parsed is None:
         errors[name] = ["Must be an RFC 3339 date-time with a timezone."]
-        return None
     return parsed
 
 
 def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID | None, int]:
     errors: dict[str, list[str]] = {}
-    statuses = _split(params.getlist("status"))
-    if bad := sorted(set(statuses) - set(JobStatus.values)):
-        errors["status"] = [f"Unknown status {', '.join(bad)}."]
+    statuses = _items(params.getlist("status"), "status", errors, valid=STATUSES.__contains__)
     metadata = {}
-    for name, value in params.items():
-        if name.startswith("metadata[") and name.endswith("]") and len(name) > 10:
-            metadata[name[9:-1]] = value
+    for name, values in params.lists():
+        # `metadata` is a deepObject: every parameter named metadata, or metadata[ anything,
+        # is a filter, so a malformed one (metadata[]=v, metadata=v, metadata[k] twice) is
+        # refused, not ignored.
+        if name != "metadata" and not name.startswith("metadata["):
+            continue
+        key, value = name[9:-1] if name.endswith("]") else "", values[-1]
+        if not METADATA_KEY.fullmatch(key):
+            errors[name] = ["Write metadata[key]=value; keys are 1-64 of A-Z a-z 0-9 _ . -"]
+        elif len(values) > 1:
+            errors[name] = ["One value per key."]
+        elif len(value) > METADATA_VALUE_MAX:
+            errors[name] = [f"Values are at most {METADATA_VALUE_MAX} characters."]
+        metadata[key] = value
     limit = settings.JOBS_LIST_PAGE_SIZE
-    if params.get("limit"):
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            limit = 0
+    if "limit" in params:
+        raw = params["limit"]
+        limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 0
         if not 1 <= limit <= settings.JOBS_LIST_MAX_PAGE_SIZE:
             errors["limit"] = [f"Must be an integer from 1 to {settings.JOBS_LIST_MAX_PAGE_SIZE}."]
     filters = selectors.JobListFilters(
         statuses=statuses,
-        types=_split(params.getlist("type")),
-        queues=_split(params.getlist("queue")),
+        types=_items(params.getlist("type"), "type", errors, valid=_type_name),
+        queues=_items(params.getlist("queue"), "queue", errors, valid=_queue_name),
         metadata=metadata,
         created_after=_parse_time(params.get("created_after"), "created_after", errors),
         created_before=_parse_time(params.get("created_before"), "created_before", errors),
     )
+    for name in ("limit", "cursor", "created_after", "created_before"):
+        if len(params.getlist(name)) > 1:
+            errors[name] = ["Give it once."]  # one value, as the document says
     if errors:
         raise ValidationFailed("The query is not valid.", details=errors)
-    cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
+    cursor = decode_cursor(params["cursor"]) if "cursor" in params else None
     return filters, cursor, limit
 
 
+def _comma_list(items: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"type": "array", "minItems": 1, "items": items, "description": description}
+
+
+# Every constraint parse_list_query enforces, stated so that a schema-driven client or fuzzer
+# sends what the server takes (tests/e2e/test_schema_fuzz.py holds the two to each other).
 _LIST_PARAMETERS = [
-    OpenApiParameter("status", str, description="Comma-separated statuses."),
-    OpenApiParameter("type", str, description="Comma-separated job types."),
-    OpenApiParameter("queue", str, description="Comma-separated queues."),
     OpenApiParameter(
-        "metadata[key]", str, description="Jobs whose metadata has key = value (repeatable)."
+        "status",
+        _comma_list({"type": "string", "enum": list(JobStatus.values)}, "Statuses."),
+        style="form",
+        explode=False,
+        description="Comma-separated statuses (or the parameter repeated); no empty items.",
     ),
-    OpenApiParameter("created_after", datetime),
-    OpenApiParameter("created_before", datetime),
-    OpenApiParameter("cursor", str, description="From the previous page's `next`."),
-    OpenApiParameter("limit", int, description="Page size, 1-200 (default 50)."),
+    OpenApiParameter(
+        "type",
+        _comma_list(
+            {"type": "string", "pattern": f"^{NAME_PATTERN}$", "maxLength": TYPE_MAX_LENGTH},
+            "Job types.",
+        ),
+        style="form",
+        explode=False,
+        description="Comma-separated job type names (or the parameter repeated).",
+    ),
+    OpenApiParameter(
+        "queue",
+        _comma_list(
+            {"type": "string", "pattern": f"^{QUEUE_PATTERN}$", "maxLength": QUEUE_MAX_LENGTH},
+            "Queues.",
+        ),
+        style="form",
+        explode=False,
+        description="Comma-separated queue names (or the parameter repeated).",
+    ),
+    OpenApiParameter(
+        "metadata",
+        {
+            "type": "object",
+            "propertyNames": {"pattern": f"^{METADATA_KEY.pattern}$"},
+            "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX},
+        },
+        style="deepObject",
+        explode=True,
+        description="`metadata[key]=value`: jobs whose metadata has key = value; several keys "
+        "narrow the list, each key at most once.",
+    ),
+    OpenApiParameter(
+        "created_after",
+        {"type": "string", "format": "date-time"},
+        description="RFC 3339 date-time with an offset.",
+    ),
+    OpenApiParameter(
+        "created_before",
+        {"type": "string", "format": "date-time"},
+        description="RFC 3339 date-time with an offset.",
+    ),
+    OpenApiParameter(
+        "cursor",
+        {"type": "string", "pattern": CURSOR_PATTERN},
+        description="From the previous page's `next`.",
+    ),
+    OpenApiParameter(
+        "limit",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": settings.JOBS_LIST_MAX_PAGE_SIZE,
+            "default": settings.JOBS_LIST_PAGE_SIZE,
+        },
+        description="Page size.",
+    ),
 ]
 _IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "pattern": f"^{idempotency.KEY_PATTERN}$", "minLength": 1, "maxLength": 255},
     location=OpenApiParameter.HEADER,
-    description="Replays the first response for 24 h when the same key and body are sent again.",
+    description="1-255 printable ASCII characters, no spaces. Replays the first response for "
+    "24 h when the same key and body are sent again.",
 )
 
 
