@@ -319,12 +319,15 @@ class Bench:
     def reset_jobs(self) -> None:
         self.sql("TRUNCATE jobs_job CASCADE")
 
-    def http(self, method: str, path: str, body: Any = None) -> Any:
+    def http(self, method: str, path: str, body: Any = None, key: str | None = None) -> Any:
         request = urllib.request.Request(
             self.base + path,
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {key or self.key}",
+                "Content-Type": "application/json",
+            },
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -637,6 +640,132 @@ class Bench:
         }
         self.reset_jobs()
 
+    def _client_key(self, name: str) -> str:
+        return str(json.loads(self.manage("create_client", name, "--unlimited"))["api_key"])
+
+    def _drain_rate(self, keys: list[str], n: int, label: str) -> float:
+        """Jobs per second for a pool draining ``n`` echo jobs submitted beforehand, shared
+        equally between the clients of ``keys`` (one client: first-in-first-out)."""
+        per = n // len(keys)
+        for key in keys:
+            for start in range(0, per, 1000):
+                size = min(1000, per - start)
+                self.http("POST", "/api/v1/jobs/batch", {"jobs": [ECHO] * size}, key=key)
+        workers = self.start_workers()
+        try:
+            self._wait_finished(None, label, total=per * len(keys))
+        finally:
+            self.stop(workers)
+        started, finished = self.sql(
+            "SELECT extract(epoch from min(started_at)), extract(epoch from max(finished_at)) "
+            "FROM jobs_job"
+        )[0]
+        self.reset_jobs()
+        return per * len(keys) / (float(finished) - float(started))
+
+    def _concurrency_keys(self) -> tuple[int, int, float]:
+        """Jobs on 50 concurrency keys (limits 1 to 3) drained by 4 processes: the instants at
+        which a key had more jobs running than its limit, from the jobs' started_at and
+        finished_at."""
+        n = self.args.fairness_key_jobs
+        jobs = [
+            {**ECHO, "concurrency_key": f"k{i % 50}", "concurrency_limit": 1 + i % 50 % 3}
+            for i in range(n)
+        ]
+        for start in range(0, n, 1000):
+            self.http("POST", "/api/v1/jobs/batch", {"jobs": jobs[start : start + 1000]})
+        workers = self._start_celery("keys-pool", ["-Q", "default", "-c", "4"])
+        try:
+            self._wait_finished(None, "fairness: 50 concurrency keys", total=n)
+        finally:
+            self.stop(workers)
+        rows = self.sql(
+            "SELECT concurrency_key, concurrency_limit, started_at, finished_at FROM jobs_job"
+        )
+        spans: dict[str, list[tuple[Any, int]]] = {}
+        limits: dict[str, int] = {}
+        for key, limit, started, finished in rows:
+            limits[key] = limit
+            spans.setdefault(key, []).extend([(started, 1), (finished, -1)])
+        violations = 0
+        for key, edges in spans.items():
+            running = 0
+            for _, step in sorted(edges):
+                running += step
+                violations += running > limits[key]
+        first = min(r[2] for r in rows)
+        last = max(r[3] for r in rows)
+        self.reset_jobs()
+        return n, violations, n / (last - first).total_seconds()
+
+    def phase_fairness(self) -> None:
+        """Client B's job start latency while client A's backlog fills a pool of 2; then the
+        drain rate with several clients sharing the pool (fair dispatch at work) against one
+        client (first-in-first-out)."""
+        a, b = self._client_key("fair-a"), self._client_key("fair-b")
+        backlog = self.args.fairness_backlog
+        slow = {"type": "diagnostics.echo", "input": {"message": "a", "sleep_seconds": 0.2}}
+        for start in range(0, backlog, 1000):
+            size = min(1000, backlog - start)
+            self.http("POST", "/api/v1/jobs/batch", {"jobs": [slow] * size}, key=a)
+        env_backup, self.env = self.env, {**self.env, "WORKER_WAKEUP_FANOUT": "2"}
+        try:
+            scheduler = self.start_scheduler()
+            workers = self._start_celery("fair-pool", ["-Q", "default", "-c", "2"])
+        finally:
+            self.env = env_backup
+        waits: list[float] = []
+        try:
+            for trial in range(self.args.fairness_trials):
+                time.sleep(secrets.randbelow(200) / 1000)
+                sent = time.time()
+                job_id = self.http("POST", "/api/v1/jobs", ECHO, key=b)["id"]
+                deadline = time.monotonic() + 60
+                while True:
+                    row = self.sql(
+                        "SELECT extract(epoch from started_at) FROM jobs_job WHERE id = %s",
+                        [job_id],
+                    )[0]
+                    if row[0] is not None:
+                        waits.append((float(row[0]) - sent) * 1000)
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("client B's job did not start within 60 s")
+                    time.sleep(0.01)
+                progress("fairness: B's starts", trial + 1, self.args.fairness_trials)
+            a_left = self.sql(
+                "SELECT count(*) FROM jobs_job j JOIN clients_apiclient c ON c.id = j.client_id "
+                "WHERE c.name = 'fair-a' AND j.status = 'queued'"
+            )[0][0]
+        finally:
+            self.stop(workers)
+        self.reset_jobs()
+        try:
+            n = self.args.fairness_jobs
+            keys = [a, b, self._client_key("fair-c"), self._client_key("fair-d")]
+            fifo = self._drain_rate([self.key], n, "fairness: one client drain")
+            fair = self._drain_rate(keys, n, "fairness: four clients drain")
+            fifo_again = self._drain_rate([self.key], n, "fairness: one client drain again")
+            keys_jobs, violations, keys_rate = self._concurrency_keys()
+        finally:
+            self.stop(scheduler)
+        fifo_rate = (fifo + fifo_again) / 2
+        self.results["fairness"] = {
+            "key_jobs": keys_jobs,
+            "key_violations": violations,
+            "key_jobs_per_s": keys_rate,
+            "backlog_jobs": backlog,
+            "backlog_left_at_end": a_left,
+            "trials": len(waits),
+            "b_start_p50_ms": percentile(waits, 50),
+            "b_start_p99_ms": percentile(waits, 99),
+            "b_start_max_ms": max(waits),
+            "drain_jobs": n,
+            "one_client_jobs_per_s": fifo_rate,
+            "four_clients_jobs_per_s": fair,
+            "fair_to_fifo_ratio": fair / fifo_rate,
+        }
+
     def _webhook_pool(self) -> list[str]:
         kind, _, concurrency = self.args.webhook_pool.partition(":")
         return ["-P", kind, "-c", concurrency or "16"]
@@ -865,6 +994,31 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 "target >= 200/s",
             )
         )
+    if "fairness" in results:
+        r = results["fairness"]
+        rows.append(
+            (
+                "fairness: B's start behind A's backlog",
+                f"p50 {r['b_start_p50_ms']:.0f} ms, p99 {r['b_start_p99_ms']:.0f} ms over "
+                f"{r['trials']} trials ({r['backlog_jobs']} jobs of 0.2 s, pool of 2)",
+                "target p99 < 1000 ms",
+            )
+        )
+        rows.append(
+            (
+                "fairness: drain, 4 clients vs 1",
+                f"{r['four_clients_jobs_per_s']:.0f} vs {r['one_client_jobs_per_s']:.0f} jobs/s",
+                f"{r['fair_to_fifo_ratio']:.2f} x (target >= 0.9)",
+            )
+        )
+        rows.append(
+            (
+                "concurrency keys (50, limits 1-3, 4 processes)",
+                f"{r['key_violations']} violations over {r['key_jobs']} jobs, "
+                f"{r['key_jobs_per_s']:.0f} jobs/s",
+                "target 0 violations",
+            )
+        )
     if "memory" in results:
         r = results["memory"]
         rows.append(
@@ -887,7 +1041,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--phases", default="admission,polling,instrumentation,latency,pipeline,webhooks,memory"
+        "--phases",
+        default="admission,polling,instrumentation,latency,pipeline,fairness,webhooks,memory",
     )
     parser.add_argument("--quick", action="store_true", help="short durations and small counts")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
@@ -899,6 +1054,10 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=20)
     parser.add_argument("--memory-jobs", type=int, default=100_000)
     parser.add_argument("--webhook-jobs", type=int, default=5000)
+    parser.add_argument("--fairness-backlog", type=int, default=1000)
+    parser.add_argument("--fairness-trials", type=int, default=50)
+    parser.add_argument("--fairness-jobs", type=int, default=20_000)
+    parser.add_argument("--fairness-key-jobs", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
         "--webhook-pool",
@@ -921,6 +1080,7 @@ def main() -> int:
         args.duration, args.rounds = 4, 2
         args.pipeline_jobs, args.latency_jobs, args.memory_jobs = 5000, 100, 10_000
         args.webhook_jobs = 2000
+        args.fairness_trials, args.fairness_jobs, args.fairness_key_jobs = 20, 4000, 2000
     if not shutil.which("wrk"):
         log("wrk is required: apt-get install wrk")
         return 2

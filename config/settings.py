@@ -358,6 +358,8 @@ JOBS_LIST_MAX_PAGE_SIZE = 200
 # Most active (non-terminal) jobs per client, unless the client has its own limit (admin) or
 # is unlimited; beyond it submissions get 429 quota_exceeded with this Retry-After.
 DEFAULT_MAX_ACTIVE_JOBS = env.int("DEFAULT_MAX_ACTIVE_JOBS", default=10_000)
+# A new client's cap on jobs running at once (apps/clients/models.py); unset means no cap.
+DEFAULT_MAX_RUNNING_JOBS = env.int("DEFAULT_MAX_RUNNING_JOBS", default=None)
 QUOTA_RETRY_AFTER_SECONDS = env.int("QUOTA_RETRY_AFTER_SECONDS", default=5)
 # Idempotency-Key records are kept at least this long.
 IDEMPOTENCY_KEY_TTL_HOURS = env.float("IDEMPOTENCY_KEY_TTL_HOURS", default=24.0)

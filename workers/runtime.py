@@ -30,7 +30,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections
 from apps.core.context import bound_job
 from apps.core.logs import sensitive_strings
 from apps.jobs import services
-from apps.jobs.dispatch import publish_wakeups
+from apps.jobs.dispatch import publish_wakeup_in, publish_wakeups
 from apps.jobs.models import Job
 from apps.jobs.registry import (
     JobCanceled,
@@ -178,6 +178,10 @@ class WorkerRuntime:
         for _ in range(settings.WORKER_DRAIN_MAX_JOBS):
             job = services.job_claim_next(queue=queue, worker=worker, task_id=task_id)
             if job is None:
+                # Jobs that wait on a rate limit are woken when their window ends.
+                wait = services.rate_limited_wait(queue)
+                if wait is not None:
+                    publish_wakeup_in(queue, wait)
                 return dict(outcomes)
             outcomes[self.run_claimed(job)] += 1
             if time.monotonic() >= deadline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -38,9 +39,35 @@ class ApiKeyInline(admin.TabularInline):
         return False
 
 
+class ApiClientForm(forms.ModelForm):
+    # Left empty, the weight is the default 1 (a form that predates weights still saves).
+    weight = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=1000,
+        help_text=ApiClient._meta.get_field("weight").help_text,
+    )
+
+    class Meta:
+        model = ApiClient
+        fields = ("weight",)  # the admin's own ``fields`` decide the form's
+
+    def clean_weight(self) -> int:
+        return self.cleaned_data.get("weight") or 1
+
+
 @admin.register(ApiClient)
 class ApiClientAdmin(ReplicaListMixin, StaffModelAdmin):
-    list_display = ("name", "is_active", "unlimited", "max_active_jobs", "created_at")
+    form = ApiClientForm
+    list_display = (
+        "name",
+        "is_active",
+        "unlimited",
+        "max_active_jobs",
+        "max_running_jobs",
+        "weight",
+        "created_at",
+    )
     list_filter = ("is_active", "unlimited")
     search_fields = ("name",)
     fields = (
@@ -48,6 +75,8 @@ class ApiClientAdmin(ReplicaListMixin, StaffModelAdmin):
         "is_active",
         "unlimited",
         "max_active_jobs",
+        "max_running_jobs",
+        "weight",
         "rate_limit_submit",
         "rate_limit_read",
         "rate_limit_list",

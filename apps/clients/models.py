@@ -5,12 +5,20 @@ from __future__ import annotations
 import base64
 import secrets
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
 def new_webhook_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def default_max_running_jobs() -> int | None:
+    """A new client's cap on running jobs: the setting DEFAULT_MAX_RUNNING_JOBS (None: none)."""
+    from django.conf import settings
+
+    return getattr(settings, "DEFAULT_MAX_RUNNING_JOBS", None)
 
 
 class ApiClient(models.Model):
@@ -48,6 +56,18 @@ class ApiClient(models.Model):
         blank=True,
         help_text="GET /jobs requests per window of RATE_LIMITS['list'];"
         " empty means the deployment default.",
+    )
+    # Flow control (API.md, "Sharing the pools fairly").
+    max_running_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=default_max_running_jobs,
+        help_text="Most jobs running at once across all pools; empty means no cap.",
+    )
+    weight = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Share of a pool's workers against other clients with work waiting.",
     )
     webhook_secret = models.CharField(max_length=128, default=new_webhook_secret, editable=False)
     # During a rotation the previous secret keeps signing (beside the new one) until it expires.

@@ -38,6 +38,7 @@ _CLIENT_FIELDS = (
     "is_active",
     "unlimited",
     "max_active_jobs",
+    "max_running_jobs",
     "rate_limit_submit",
     "rate_limit_read",
     "rate_limit_list",

@@ -29,8 +29,16 @@ def api_key_create(*, client: ApiClient, name: str = "") -> tuple[ApiKey, str]:
 
 
 @transaction.atomic
-def client_create(*, name: str, unlimited: bool = False) -> tuple[ApiClient, str]:
-    """Create a client with one API key. Returns the client and the plain key."""
+def client_create(
+    *,
+    name: str,
+    unlimited: bool = False,
+    max_running_jobs: int | None = None,
+    weight: int = 1,
+) -> tuple[ApiClient, str]:
+    """Create a client with one API key. Returns the client and the plain key.
+
+    ``max_running_jobs`` None keeps the deployment default (DEFAULT_MAX_RUNNING_JOBS)."""
     name = name.strip()
     if not name:
         raise ValidationFailed("A client needs a name.", details={"name": ["Required."]})
@@ -38,7 +46,17 @@ def client_create(*, name: str, unlimited: bool = False) -> tuple[ApiClient, str
         raise ValidationFailed(
             f"A client named {name!r} exists already.", details={"name": ["Already taken."]}
         )
-    client = ApiClient.objects.create(name=name, unlimited=unlimited)
+    problems = {}
+    if max_running_jobs is not None and max_running_jobs < 1:
+        problems["max_running_jobs"] = ["Must be at least 1."]
+    if not 1 <= weight <= 1000:
+        problems["weight"] = ["Must be between 1 and 1000."]
+    if problems:
+        raise ValidationFailed("Invalid limits.", details=problems)
+    client = ApiClient(name=name, unlimited=unlimited, weight=weight)
+    if max_running_jobs is not None:
+        client.max_running_jobs = max_running_jobs
+    client.save()
     _, plain = api_key_create(client=client, name="initial")
     return client, plain
 

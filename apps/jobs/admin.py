@@ -28,6 +28,7 @@ from apps.core.logs import FILTERED
 from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import all_job_types, get_job_type, queues
+from apps.jobs.representation import wait_reason
 from apps.staff.admin_tools import StaffModelAdmin, note_outcome
 
 
@@ -88,6 +89,7 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
         "queue",
         "priority",
         "attempts",
+        "wait_reason",
         "created_at",
         "finished_at",
     )
@@ -103,7 +105,15 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     inlines = [JobEventInline]
     actions = ["retry_selected", "cancel_selected"]
     exclude = ("input",)
-    readonly_fields = [("shown_input" if f.name == "input" else f.name) for f in Job._meta.fields]
+    readonly_fields = [
+        *(("shown_input" if f.name == "input" else f.name) for f in Job._meta.fields),
+        "wait_reason",
+    ]
+
+    @admin.display(description="wait reason")
+    def wait_reason(self, job: Job) -> str:
+        # What the row says (API.md, "Sharing the pools fairly"): no query per listed job.
+        return wait_reason(job) or "-"
 
     @admin.display(description="input")
     def shown_input(self, job: Job) -> str:

@@ -17,12 +17,13 @@ class JobsConfig(AppConfig):
         from apps.jobs import instrumentation
         from apps.jobs.holds import on_client_saved
         from apps.jobs.registry import load_job_type_modules
-        from apps.jobs.services import job_changed
+        from apps.jobs.services import job_changed, on_client_created
         from apps.jobs.status_cache import on_job_changed
 
         load_job_type_modules(settings.CONVEYOR_JOB_TYPE_MODULES)
         job_changed.connect(on_job_changed, dispatch_uid="jobs.status_cache")
         post_save.connect(on_client_saved, sender=ApiClient, dispatch_uid="jobs.holds")
+        post_save.connect(on_client_created, sender=ApiClient, dispatch_uid="jobs.counts")
         job_changed.connect(instrumentation.on_job_changed, dispatch_uid="jobs.instrumentation")
         register_scrape_collector(instrumentation.QueueCollector())
         if settings.BROKER_SCHEME == "filesystem":

@@ -78,6 +78,21 @@ def publish_wakeups(counts: Mapping[str, int]) -> int:
     return published
 
 
+def publish_wakeup_in(queue: str, seconds: float) -> None:
+    """One wake-up for ``queue`` delivered in ``seconds`` (a rate window that ends then: the
+    waiting jobs are started when their slot opens, not polled for). Failures are logged."""
+    try:
+        current_app.send_task(
+            TASK_FOR_QUEUE.get(queue, RUN_JOBS_TASK),
+            args=(queue,),
+            queue=queue,
+            countdown=max(0.0, seconds),
+            ignore_result=True,
+        )
+    except Exception:
+        logger.exception("publishing a delayed wake-up for %s failed", queue)
+
+
 def publish_jobs(jobs: Iterable[Job]) -> int:
     """Wake the pools of these queued jobs now (synchronously)."""
     per_queue = Counter(job.queue for job in jobs)

@@ -92,6 +92,14 @@ class Job(models.Model):
         db_default=False,
         help_text="Its client is inactive: not started until the client is active again.",
     )
+    # Flow control (API.md, "Sharing the pools fairly"): at most concurrency_limit of the
+    # client's jobs with this key run at once. NULL, not "": no key.
+    concurrency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    # The claim counted this run in its client's RunningCount rows: the client-wide one (the
+    # client had a cap then) and its key's. The change that ends the run gives them back.
+    client_slot = models.BooleanField(default=False, db_default=False)
+    key_slot = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-id"]
@@ -115,11 +123,17 @@ class Job(models.Model):
             models.Index(
                 fields=["heartbeat_at"], name="job_running_hb", condition=Q(status="running")
             ),
-            # Workers claim the next queued job of a queue: highest priority, then oldest.
+            # Workers claim the next queued job of a queue, fairly between clients
+            # (apps/jobs/store.py, NEXT_QUEUED): the clients waiting in a queue by a skip scan,
+            # each client's best job (highest priority, then oldest) by one probe.
             models.Index(
-                fields=["queue", "-priority", "id"],
-                name="job_claimable",
+                fields=["queue", "client", "-priority", "id"],
+                name="job_claimable_by_client",
                 condition=Q(status="queued", held=False),
+            ),
+            # The running jobs of a queue per client: the fair share's aggregate.
+            models.Index(
+                fields=["queue", "client"], name="job_running", condition=Q(status="running")
             ),
             # Held jobs (their client is inactive), to release them when it is active again.
             models.Index(fields=["client"], name="job_held", condition=Q(held=True)),
@@ -187,3 +201,35 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id}:{self.key}"
+
+
+class RunningCount(models.Model):
+    """How many of a client's jobs run now: all of them (``key`` "") or those of one
+    concurrency key. Written only by the job store: the claim adds one (when the row is under
+    its limit, re-checked on the row's latest version, so the limit is exact across
+    processes) and the change that ends a run takes it back, in the same statements."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.DB_CASCADE, related_name="+")
+    key = models.CharField(max_length=200, blank=True)
+    running = models.IntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="runningcount_client_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.key or '*'} {self.running}"
+
+
+class RateWindow(models.Model):
+    """A rate-limited job type's current window: when it began and how many starts it has had.
+    Written only by the job store's claim, which locks the row, re-checks it and counts the
+    start in the same statement (exact across processes)."""
+
+    job_type = models.CharField(max_length=100, unique=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    starts = models.IntegerField(default=0, db_default=0)
+
+    def __str__(self) -> str:
+        return f"{self.job_type}: {self.starts} since {self.window_start}"

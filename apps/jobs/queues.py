@@ -10,8 +10,8 @@ its wake-ups travel under (apps/jobs/dispatch.py). Conveyor's own names:
 
 Any other queue is one that some job type names. A job *waits* in its queue when a worker of
 that queue would claim it now: ``queued`` and not held for an inactive client
-(apps/jobs/holds.py), the rows of the claim's partial index ``job_claimable``. The scrape-time
-gauges and ``queue_stats`` count it through ``waiting_jobs``.
+(apps/jobs/holds.py), the rows of the claim's partial index ``job_claimable_by_client``.
+The scrape-time gauges and ``queue_stats`` count it through ``waiting_jobs``.
 """
 
 from __future__ import annotations
@@ -66,3 +66,23 @@ def reported_queues(waiting: dict[str, Waiting] | None = None) -> list[str]:
 
     names = (set(job_type_queues()) | set(waiting or ())) - {MAINTENANCE_QUEUE}
     return [*sorted(names), MAINTENANCE_QUEUE]
+
+
+def full_rate_windows(limits: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Of these rate-limited job types (name → (starts, period seconds)), those whose current
+    window has had all its starts, with the seconds until it ends: their queued jobs wait on
+    the rate limit until then. One query on the (small) window table."""
+    from django.utils import timezone
+
+    from apps.jobs.models import RateWindow
+
+    if not limits:
+        return {}
+    now = timezone.now()
+    full = {}
+    for window in RateWindow.objects.filter(job_type__in=limits, window_start__isnull=False):
+        starts, period = limits[window.job_type]
+        left = period - (now - window.window_start).total_seconds() if window.window_start else 0
+        if window.starts >= starts and left > 0:
+            full[window.job_type] = left
+    return full

@@ -104,8 +104,12 @@ class JobType:
     retry_on_timeout: bool = True
     max_input_bytes: int | None = None
     sensitive_input_fields: frozenset[str] = field(default_factory=frozenset)
+    # Starts per period, cluster-wide: "20/s", "600/m", "1000/h" (API.md, "Sharing the pools").
+    rate_limit: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit)
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"job type name {self.name!r} must look like 'family.action'")
         if not _QUEUE.fullmatch(self.queue):
@@ -162,6 +166,23 @@ class JobType:
 
 
 _registry: dict[str, JobType] = {}
+_RATE = re.compile(r"([1-9][0-9]{0,6})/([smh])")
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """ "20/s" → (20, 1): starts per period of that many seconds; ValueError if malformed."""
+    match = _RATE.fullmatch(rate)
+    if match is None:
+        raise ValueError(f"rate_limit {rate!r} must look like '20/s', '600/m' or '1000/h'")
+    return int(match[1]), _PERIOD_SECONDS[match[2]]
+
+
+def rate_limits() -> dict[str, tuple[int, int]]:
+    """The rate-limited job types: name → (starts, period seconds)."""
+    return {
+        jt.name: parse_rate(jt.rate_limit) for jt in _registry.values() if jt.rate_limit is not None
+    }
 
 
 def register(job_type_: JobType) -> JobType:

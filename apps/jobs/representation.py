@@ -8,7 +8,35 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.jobs.models import PRIORITY_NAMES, Job
+from apps.jobs.models import PRIORITY_NAMES, Job, JobStatus
+
+# Why a job has not started (API.md, "Sharing the pools fairly"). The representation says what
+# the row alone says; ``refine_wait_reasons`` (apps/jobs/selectors.py) corrects a queued job's
+# "capacity" on read when its client's cap or its concurrency key is what holds it.
+WAIT_SCHEDULED = "scheduled"
+WAIT_CAPACITY = "capacity"
+WAIT_CLIENT_LIMIT = "client_limit"
+WAIT_CONCURRENCY_LIMIT = "concurrency_limit"
+WAIT_RATE_LIMIT = "rate_limit"
+WAIT_REASONS = (
+    WAIT_SCHEDULED,
+    "dependencies",
+    WAIT_CONCURRENCY_LIMIT,
+    WAIT_CLIENT_LIMIT,
+    WAIT_RATE_LIMIT,
+    WAIT_CAPACITY,
+)
+
+
+def wait_reason(job: Job) -> str | None:
+    """``scheduled`` for a job waiting for its run_at (a retry's backoff included);
+    ``client_limit`` for a job held while its client is inactive; ``capacity`` for any other
+    queued job; None once it has started."""
+    if job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
+        return WAIT_SCHEDULED
+    if job.status == JobStatus.QUEUED:
+        return WAIT_CLIENT_LIMIT if job.held else WAIT_CAPACITY
+    return None
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -49,4 +77,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "started_at": rfc3339(job.started_at),
         "finished_at": rfc3339(job.finished_at),
         "cancel_requested": job.cancel_requested,
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "wait_reason": wait_reason(job),
     }

@@ -12,8 +12,47 @@ from django.utils import timezone
 
 from apps.core.errors import NotFound
 from apps.core.replicas import primary_reads, reading_from_replica
-from apps.jobs.models import Job, JobStatus
-from apps.jobs.queues import reported_queues, waiting_jobs
+from apps.jobs.models import Job, JobStatus, RunningCount
+from apps.jobs.queues import full_rate_windows, reported_queues, waiting_jobs
+from apps.jobs.registry import rate_limits
+from apps.jobs.representation import (
+    WAIT_CAPACITY,
+    WAIT_CLIENT_LIMIT,
+    WAIT_CONCURRENCY_LIMIT,
+    WAIT_RATE_LIMIT,
+)
+
+
+def refine_wait_reasons(bodies: list[dict[str, Any]], *, client: Any) -> list[dict[str, Any]]:
+    """The client's job representations with each queued job's ``wait_reason`` told on read:
+    ``concurrency_limit`` when its key has its limit of jobs running, ``client_limit`` when
+    the client has its cap running, else what the row says. At most one small query (the
+    client's RunningCount rows of those keys), none when no queued job could be limited."""
+    queued = [b for b in bodies if b.get("wait_reason") == WAIT_CAPACITY]
+    rates = rate_limits()
+    limited = {b["type"] for b in queued if b["type"] in rates}
+    if limited:
+        full = full_rate_windows({name: rates[name] for name in limited})
+        for body in queued:
+            if body["type"] in full:
+                body["wait_reason"] = WAIT_RATE_LIMIT
+        queued = [b for b in queued if b["wait_reason"] == WAIT_CAPACITY]
+    keys = {b["concurrency_key"] for b in queued if b.get("concurrency_key")}
+    capped = client.max_running_jobs is not None
+    if not queued or not (keys or capped):
+        return bodies
+    running = dict(
+        RunningCount.objects.filter(client_id=client.pk, key__in=[*keys, ""]).values_list(
+            "key", "running"
+        )
+    )
+    for body in queued:
+        key = body.get("concurrency_key")
+        if key and running.get(key, 0) >= (body.get("concurrency_limit") or 1):
+            body["wait_reason"] = WAIT_CONCURRENCY_LIMIT
+        elif capped and running.get("", 0) >= client.max_running_jobs:
+            body["wait_reason"] = WAIT_CLIENT_LIMIT
+    return bodies
 
 
 def parse_job_id(value: str) -> uuid.UUID | None:
@@ -115,4 +154,24 @@ def queue_statistics() -> dict[str, Any]:
             if queued
             else None,
         }
-    return {"queues": result, "statuses": statuses}
+    return {"queues": result, "statuses": statuses, "clients": busiest_clients()}
+
+
+def busiest_clients(limit: int = 10) -> list[dict[str, Any]]:
+    """The clients with the most jobs running or waiting, per queue: running (index
+    job_running) and waiting (index job_claimable_by_client) counts, busiest first."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for status, field_name in ((JobStatus.RUNNING, "running"), (JobStatus.QUEUED, "waiting")):
+        query = Job.objects.filter(status=status)
+        if status == JobStatus.QUEUED:
+            query = query.filter(held=False)
+        for row in (
+            query.values("queue", "client_id", "client__name").annotate(n=Count("pk")).order_by()
+        ):
+            entry = rows.setdefault(
+                (row["queue"], row["client_id"]),
+                {"queue": row["queue"], "client": row["client__name"], "running": 0, "waiting": 0},
+            )
+            entry[field_name] = row["n"]
+    ranked = sorted(rows.values(), key=lambda e: (-(e["running"] + e["waiting"]), e["client"]))
+    return ranked[:limit]

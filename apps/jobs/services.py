@@ -38,7 +38,8 @@ from apps.jobs.models import (
     Job,
     JobStatus,
 )
-from apps.jobs.registry import get_job_type
+from apps.jobs.queues import full_rate_windows
+from apps.jobs.registry import get_job_type, rate_limits
 from apps.jobs.store import Event, EventKind, JobChanges, JobMatch
 from apps.jobs.submission import Submission, parse_submission
 from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED
@@ -108,6 +109,8 @@ def job_build(
         webhook_url=submission.webhook_url,
         webhook_events=submission.webhook_events,
         metadata=submission.metadata,
+        concurrency_key=submission.concurrency_key,
+        concurrency_limit=submission.concurrency_limit,
         created_at=created_at,
         run_at=submission.run_at,
         enqueued_at=created_at if status == JobStatus.QUEUED else None,
@@ -163,7 +166,7 @@ def job_submit(
     # One statement (atomic by itself, so no BEGIN/COMMIT round trips when no transaction is
     # open); a creation is not a change anyone subscribes to (no "job.created" webhook, no
     # cache entry yet), so job_changed is not sent for it.
-    store.insert_jobs([job])
+    store.insert_jobs([job], rate_limited=list(rate_limits()))
     record_submitted([job])
     return job
 
@@ -216,7 +219,7 @@ def job_submit_batch(
         )
         for s in submissions
     ]
-    store.insert_jobs(jobs)
+    store.insert_jobs(jobs, rate_limited=list(rate_limits()))
     record_submitted(jobs)
     return jobs
 
@@ -316,8 +319,32 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
 # --- Worker-side transitions ------------------------------------------------------------------
 
 
+def rate_limited_wait(queue: str) -> float | None:
+    """Seconds until the first full rate window of ``queue``'s rate-limited job types ends,
+    or None when none is full: when to wake the pool for jobs that wait on a rate limit."""
+    limited = {
+        name: rate
+        for name, rate in rate_limits().items()
+        if (jt := get_job_type(name)) is not None and jt.queue == queue
+    }
+    if not limited:
+        return None
+    ends = full_rate_windows(limited).values()
+    return min(ends) if ends else None
+
+
+def on_client_created(sender: Any, instance: ApiClient, created: bool = False, **_: Any) -> None:
+    """A new client gets the running count its cap is checked against (post_save)."""
+    if created:
+        store.ensure_client_count(instance.pk)
+
+
 def _claim(
-    worker: str, task_id: str, where: JobMatch, next_in_queue: str | None = None
+    worker: str,
+    task_id: str,
+    where: JobMatch,
+    next_in_queue: str | None = None,
+    rates: dict[str, tuple[int, int]] | None = None,
 ) -> Job | None:
     now = timezone.now()
     job = store.change_job(
@@ -332,6 +359,7 @@ def _claim(
         },
         count_attempt=True,
         next_in_queue=next_in_queue,
+        rates=rates,
         event=Event(kind=EventKind.CLAIMED, at=now, details={"worker": worker} if worker else {}),
         webhook_event=JOB_STARTED,
         # A claim lost in a database crash only puts the job back in the queue, where it runs
@@ -350,7 +378,9 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
     each other; the ``status = queued`` condition on the UPDATE decides any remaining race.
     Returns None when nothing is queued.
     """
-    return _claim(worker, task_id, {"status": JobStatus.QUEUED}, next_in_queue=queue)
+    return _claim(
+        worker, task_id, {"status": JobStatus.QUEUED}, next_in_queue=queue, rates=rate_limits()
+    )
 
 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:

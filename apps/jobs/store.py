@@ -42,7 +42,7 @@ from psycopg.types.json import Jsonb
 
 from apps.clients.models import ApiClient
 from apps.jobs.dispatch import CHANNEL, notify_payload, publish_on_commit, uses_relay
-from apps.jobs.models import Job, JobEvent, JobStatus
+from apps.jobs.models import Job, JobEvent, JobStatus, RateWindow, RunningCount
 
 __all__ = [
     "TRANSITIONS",
@@ -52,11 +52,13 @@ __all__ = [
     "JobMatch",
     "change_due_jobs",
     "change_job",
+    "ensure_client_count",
     "insert_jobs",
     "use_outbox",
 ]
 
 BATCH_ROWS = 1000  # rows per INSERT statement (a whole batch)
+CLAIM_TRIES = 5  # picks per claim when concurrent claims keep taking the picked job's slot
 
 
 class EventKind(StrEnum):
@@ -163,19 +165,92 @@ class InvalidTransition(ValueError):
 # Identifiers ({table}, {columns}, …) are formatted in from the models once; values are always
 # named parameters.
 
-# The next claimable job of a queue: queued, not held (its client is active: jobs of an inactive
-# client are held, and out of the job_claimable index), highest priority then oldest. The EXISTS
-# re-checks the client's flag, one primary-key probe of a small table, for the jobs queued in the
-# moment between a client's deactivation and their hold (apps/jobs/holds.py). "id = (scalar
-# subquery)" is evaluated once; "id IN (subquery)" may be re-evaluated per row and would then
-# claim every queued job.
-NEXT_QUEUED = (
-    'SELECT "id" FROM {table} WHERE "status" = \'queued\' AND NOT "held" '
-    'AND "queue" = %(queue)s AND EXISTS (SELECT 1 FROM {clients} c '
-    'WHERE c."id" = {table}."client_id" AND c."is_active") '
-    'ORDER BY "priority" DESC, "id" LIMIT 1 FOR UPDATE SKIP LOCKED'
+# The claim (``next_in_queue``): the next job of a queue, fair between clients and within their
+# limits, in one statement. Cost: one skip-scan step of job_claimable_by_client per client
+# with jobs waiting in the queue (never per job), the running jobs of the queue from
+# job_running (at most its workers), then one probe for the chosen job. Steps:
+# - ``w``: the clients with jobs waiting in the queue, a loose index scan of
+#   job_claimable_by_client, whose first entry per client is also its best job;
+# - ``r``: how many of each client's jobs run in the queue;
+# - ``cand``: the active ones under their cap (max_running_jobs against their client-wide
+#   RunningCount row), furthest below their weighted share first, (running + 1) / weight; ties
+#   go to the client whose best job comes first (higher priority, then older);
+# - ``pick``: the first candidate's best job (highest priority, then oldest) whose concurrency
+#   key is not full, FOR UPDATE SKIP LOCKED; a client whose jobs are all locked or blocked
+#   passes its turn to the next candidate (a nested loop that stops at the first row);
+# - ``ks``/``cs``: the job's key row and (when its client has a cap) its client-wide row, locked
+#   and re-checked on their latest version: exact under concurrent claims;
+# - ``ok``: the job, when every slot it needs is free; ``bump`` takes them.
+# The jobs of an inactive client are held (out of job_claimable_by_client); the join on
+# is_active covers those queued in the moment between a deactivation and their hold
+# (apps/jobs/holds.py).
+CLAIM_CTES = (
+    # Each step reads the next client's first entry of job_claimable_by_client, which is also
+    # that client's best job (the index is ordered by client, then -priority, id).
+    'w AS ((SELECT j."client_id", j."priority", j."id" FROM {table} j '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) '
+    'UNION ALL SELECT n."client_id", n."priority", n."id" FROM w CROSS JOIN LATERAL '
+    '(SELECT j."client_id", j."priority", j."id" FROM {table} j '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'AND j."client_id" > w."client_id" '
+    'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) n), '
+    'r AS (SELECT j."client_id", count(*) AS n FROM {table} j WHERE j."status" = \'running\' '
+    'AND j."queue" = %(queue)s GROUP BY j."client_id"), '
+    'cand AS (SELECT w."client_id", c."max_running_jobs" AS cap FROM w '
+    'JOIN {clients} c ON c."id" = w."client_id" AND c."is_active" '
+    'LEFT JOIN r ON r."client_id" = w."client_id" '
+    'LEFT JOIN {counts} rc ON rc."client_id" = w."client_id" AND rc."key" = \'\' '
+    'WHERE c."max_running_jobs" IS NULL OR coalesce(rc."running", 0) < c."max_running_jobs" '
+    'ORDER BY (coalesce(r.n, 0) + 1)::float8 / greatest(c."weight", 1), '
+    'w."priority" DESC, w."id"), '
+    'pick AS (SELECT p."id", p."client_id", p."concurrency_key", p."concurrency_limit", '
+    'p."type", cand.cap FROM cand CROSS JOIN LATERAL (SELECT j."id", j."client_id", '
+    'j."concurrency_key", j."concurrency_limit", j."type" FROM {table} j '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'AND j."client_id" = cand."client_id" AND (j."concurrency_key" IS NULL OR NOT EXISTS '
+    '(SELECT 1 FROM {counts} k WHERE k."client_id" = j."client_id" '
+    'AND k."key" = j."concurrency_key" AND k."running" >= j."concurrency_limit")) '
+    'AND NOT EXISTS (SELECT 1 FROM {windows} rw WHERE rw."job_type" = j."type" '
+    'AND rw."starts" >= (%(rates)s::jsonb -> j."type" ->> 0)::int '
+    'AND rw."window_start" > clock_timestamp() '
+    '- make_interval(secs => (%(rates)s::jsonb -> j."type" ->> 1)::float8)) '
+    'ORDER BY j."priority" DESC, j."id" LIMIT 1 FOR UPDATE SKIP LOCKED) p LIMIT 1), '
+    'ks AS (SELECT k."id" FROM {counts} k JOIN pick p ON k."client_id" = p."client_id" '
+    'AND k."key" = p."concurrency_key" WHERE k."running" < p."concurrency_limit" '
+    "FOR UPDATE OF k), "
+    'cs AS (SELECT k."id" FROM {counts} k JOIN pick p ON k."client_id" = p."client_id" '
+    'AND k."key" = \'\' WHERE p.cap IS NOT NULL AND k."running" < p.cap FOR UPDATE OF k), '
+    # The job type's rate window, when the type is rate limited: open (under its count) or over.
+    'rs AS (SELECT rw."id", (rw."window_start" IS NULL OR rw."window_start" <= '
+    'clock_timestamp() - make_interval(secs => (%(rates)s::jsonb -> p."type" ->> 1)::float8)) '
+    'AS fresh FROM {windows} rw JOIN pick p ON rw."job_type" = p."type" '
+    'WHERE %(rates)s::jsonb ? p."type" AND (rw."window_start" IS NULL '
+    'OR rw."window_start" <= clock_timestamp() '
+    '- make_interval(secs => (%(rates)s::jsonb -> p."type" ->> 1)::float8) '
+    'OR rw."starts" < (%(rates)s::jsonb -> p."type" ->> 0)::int) FOR UPDATE OF rw), '
+    'ok AS (SELECT p."id", p.cap IS NOT NULL AS client_slot, '
+    'p."concurrency_key" IS NOT NULL AS key_slot FROM pick p '
+    'WHERE (p."concurrency_key" IS NULL OR EXISTS (SELECT 1 FROM ks)) '
+    "AND (p.cap IS NULL OR EXISTS (SELECT 1 FROM cs)) "
+    'AND (NOT (%(rates)s::jsonb ? p."type") OR EXISTS (SELECT 1 FROM rs))), '
+    'rbump AS (UPDATE {windows} rw SET "window_start" = CASE WHEN rs.fresh '
+    'THEN clock_timestamp() ELSE rw."window_start" END, '
+    '"starts" = CASE WHEN rs.fresh THEN 1 ELSE rw."starts" + 1 END FROM rs '
+    'WHERE rw."id" = rs."id" AND EXISTS (SELECT 1 FROM ok)), '
+    'bump AS (UPDATE {counts} SET "running" = "running" + 1 WHERE "id" IN '
+    '(SELECT "id" FROM ks UNION ALL SELECT "id" FROM cs) AND EXISTS (SELECT 1 FROM ok))'
 )
-SELECT_NEXT_QUEUED = '"id" = (' + NEXT_QUEUED + ")"
+SELECT_NEXT_QUEUED = '"id" = (SELECT "id" FROM ok)'
+# The claim's choice alone, as a query (to read its plan).
+NEXT_QUEUED = "WITH RECURSIVE " + CLAIM_CTES + ' SELECT "id" FROM ok'
+CLAIM_SLOTS = '"client_slot" = (SELECT client_slot FROM ok), "key_slot" = (SELECT key_slot FROM ok)'
+# A change that ends a run gives back the RunningCount slots its claim took.
+RELEASE_SLOTS = (
+    'released AS (UPDATE {counts} k SET "running" = k."running" - 1 FROM t '
+    'WHERE k."client_id" = t."client_id" AND ((t."key_slot" AND k."key" = t."concurrency_key") '
+    'OR (t."client_slot" AND k."key" = \'\')))'
+)
 # Jobs of a status whose run_at has come, oldest first, skipping rows others are changing.
 # "= ANY(ARRAY(…))" runs the subquery once ("IN (…)" may be planned as a join that re-runs it).
 SELECT_DUE = (
@@ -199,9 +274,17 @@ INSERT_MANY_JOBS = (
 # The jobs, their creation events, and (when there are queued jobs) the wake-up notification
 # that PostgreSQL delivers to the relay on commit.
 INSERT_JOBS = (
-    'WITH j AS ({insert} RETURNING "id", "status", "created_at"), '
+    'WITH j AS ({insert} RETURNING "id", "status", "created_at", "client_id", '
+    '"concurrency_key", "type"), '
     "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
-    'SELECT "id", \'\', "status", 0, "created_at", \'{{}}\'::jsonb FROM j) '
+    'SELECT "id", \'\', "status", 0, "created_at", \'{{}}\'::jsonb FROM j), '
+    # The RunningCount rows the claim will lock: the client's, and each concurrency key's.
+    'c AS (INSERT INTO {counts} ("client_id", "key", "running") SELECT DISTINCT "client_id", '
+    "k, 0 FROM j CROSS JOIN LATERAL (VALUES (''), (\"concurrency_key\")) v(k) "
+    "WHERE k IS NOT NULL ON CONFLICT DO NOTHING), "
+    # The rate window rows of the rate-limited types among them.
+    'r AS (INSERT INTO {windows} ("job_type", "starts") SELECT DISTINCT "type", 0 FROM j '
+    'WHERE "type" = ANY(%(rate_limited)s) ON CONFLICT DO NOTHING) '
     "SELECT pg_notify(%(channel)s, %(wakeups)s) WHERE %(notify)s"
 )
 # A transaction may choose not to wait for its WAL flush (see change_job's async_commit).
@@ -233,6 +316,8 @@ def _names() -> dict[str, str]:
         "table": _quote(Job._meta.db_table),
         "events": _quote(JobEvent._meta.db_table),
         "clients": _quote(ApiClient._meta.db_table),
+        "counts": _quote(RunningCount._meta.db_table),
+        "windows": _quote(RateWindow._meta.db_table),
         "columns": ", ".join(_quote(str(f.column)) for f in _fields()),
     }
 
@@ -249,9 +334,10 @@ def _update_statement(
     webhook: bool,
     throttled: bool,
     async_commit: bool,
+    release: bool = False,
 ) -> str:
     """The statement for one shape of change. ``selector`` is "id" (the job named in
-    ``where``), "next_in_queue" or "due"."""
+    ``where``), "next_in_queue" or "due". ``release`` gives back the slots of a run it ends."""
     names = _names()
     column = {name: _quote(str(_field(name).column)) for name in (*where, *sets)}
     assignments = [f"{column[name]} = %(set_{name})s" for name in sets]
@@ -260,23 +346,42 @@ def _update_statement(
     if bump_version:
         assignments.append('"version" = "version" + 1')
     conditions = [f"{column[name]} = %(where_{name})s" for name in where]
+    ctes = []
     if selector == "next_in_queue":
-        conditions.append(SELECT_NEXT_QUEUED.format(**names))
+        ctes.append(CLAIM_CTES.format(**names))
+        assignments.append(CLAIM_SLOTS)
+        if "started_at" in sets:
+            # Never before the slots were taken: a run's [started_at, finished_at] lies within
+            # its hold of them, so the jobs' own times show the limits were kept.
+            index = sets.index("started_at")
+            assignments[index] = (
+                f"{column['started_at']} = greatest(%(set_started_at)s, clock_timestamp())"
+            )
+        conditions.append(SELECT_NEXT_QUEUED)
     elif selector == "due":
         conditions.append(SELECT_DUE.format(**names))
     update = (
         f"UPDATE {names['table']} SET {', '.join(assignments)} "
         f"WHERE {' AND '.join(conditions)} RETURNING {names['columns']}"
     )
-    ctes = [f"t AS ({update})"]
+    ctes.append(f"t AS ({update})")
     tail = ""
     if event:
         ctes.append(INSERT_EVENTS.format(**names))
+    if release:
+        ctes.append(RELEASE_SLOTS.format(**names))
     if webhook:
         ctes.append(_the_outbox().delivery_statement(throttled=throttled))
         tail += ", (SELECT count(*) FROM outbox_n)"
     if async_commit:
         tail += f", {ASYNC_COMMIT}"
+    if selector == "next_in_queue":
+        # One row even when nothing was claimed: whether a job was picked, so that a pick that
+        # lost its slot to a concurrent claim (ks/cs re-checked full) is told from an empty queue.
+        return (
+            f"WITH RECURSIVE {', '.join(ctes)} SELECT {names['columns']}{tail}, "
+            "(SELECT count(*) FROM pick) FROM (SELECT 1) AS one LEFT JOIN t ON true"
+        )
     return f"WITH {', '.join(ctes)} SELECT {names['columns']}{tail} FROM t"
 
 
@@ -319,6 +424,7 @@ def change_job(
     webhook_event: str | None = None,
     async_commit: bool = False,
     at: datetime | None = None,
+    rates: dict[str, tuple[int, int]] | None = None,
 ) -> Job | None:
     """Apply ``changes`` to the job matching ``where``; return the job as changed, or None when
     no job matched (someone else changed it first).
@@ -326,7 +432,8 @@ def change_job(
     ``event`` is the JobEvent the change writes (required for a status change).
     ``count_attempt`` adds one to ``attempts``. ``next_in_queue`` adds "and it is the next
     claimable job of this queue" (highest priority, then oldest, skipping rows other workers
-    hold). ``webhook_event`` writes the webhook delivery of that event type when the job
+    hold, within its client's cap, its key's limit and its type's ``rates``: name → (starts,
+    period seconds)). ``webhook_event`` writes the webhook delivery of that event type when the job
     subscribes to it, stamped ``at`` (default: the event's time). ``async_commit`` lets a
     standalone change skip waiting for its WAL flush: only for a change whose loss in a
     database crash is repaired anyway (a lost claim puts the job back in the queue).
@@ -343,19 +450,29 @@ def change_job(
         webhook=webhook_event is not None,
         throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
         async_commit=async_commit,
+        release=where.get("status") == JobStatus.RUNNING
+        and changes.get("status", JobStatus.RUNNING) != JobStatus.RUNNING,
     )
     params = _params(connection, where, changes, event)
     if next_in_queue is not None:
         params["queue"] = next_in_queue
+        params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
     if webhook_event is not None:
         when = at or (event.at if event is not None else None)
         if when is None:
             raise ValueError("a webhook event needs its time")
         params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        jobs = _to_jobs(cursor.fetchall())
-    return jobs[0] if jobs else None
+    for _ in range(CLAIM_TRIES if next_in_queue is not None else 1):
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+        if next_in_queue is not None and rows[0][0] is None:
+            if rows[0][-1]:
+                continue  # picked a job whose slot a concurrent claim took: pick again
+            return None
+        jobs = _to_jobs(rows)
+        return jobs[0] if jobs else None
+    return None
 
 
 def change_due_jobs(
@@ -416,14 +533,17 @@ def _insert_statement(many: bool) -> str:
     else:
         values = ", ".join(f"%(job_{column})s" for column, *_ in _row_columns())
         insert = INSERT_ONE_JOB.format(values=values, **names)
-    return INSERT_JOBS.format(insert=insert, events=names["events"])
+    return INSERT_JOBS.format(
+        insert=insert, events=names["events"], counts=names["counts"], windows=names["windows"]
+    )
 
 
-def insert_jobs(jobs: Sequence[Job]) -> None:
+def insert_jobs(jobs: Sequence[Job], *, rate_limited: Sequence[str] = ()) -> None:
     """INSERT ``jobs`` (built in memory, ids set, each ``queued`` or ``scheduled``) with one
     creation event each, and wake the pools of the queued ones once the transaction commits.
     One statement per ``BATCH_ROWS`` jobs: outside a transaction, a batch of up to that many is
-    its own transaction."""
+    its own transaction. ``rate_limited``: the rate-limited job types, whose window rows the
+    statement creates for the claim to lock."""
     creatable = TRANSITIONS[EventKind.CREATED]
     for job in jobs:
         if ("", job.status) not in creatable:
@@ -432,12 +552,14 @@ def insert_jobs(jobs: Sequence[Job]) -> None:
     relay = uses_relay()
     # More than one statement: all of them or none.
     with transaction.atomic() if len(jobs) > BATCH_ROWS else nullcontext():
-        _insert_chunks(jobs, connection, relay)
+        _insert_chunks(jobs, connection, relay, list(rate_limited))
     if not relay:
         publish_on_commit([job for job in jobs if job.status == JobStatus.QUEUED])
 
 
-def _insert_chunks(jobs: Sequence[Job], connection: Any, relay: bool) -> None:
+def _insert_chunks(
+    jobs: Sequence[Job], connection: Any, relay: bool, rate_limited: list[str]
+) -> None:
     for start in range(0, len(jobs), BATCH_ROWS):
         chunk = jobs[start : start + BATCH_ROWS]
         params: dict[str, Any]
@@ -450,7 +572,10 @@ def _insert_chunks(jobs: Sequence[Job], connection: Any, relay: bool) -> None:
             }
         queued = Counter(job.queue for job in chunk if job.status == JobStatus.QUEUED)
         params.update(
-            channel=CHANNEL, wakeups=notify_payload(queued), notify=bool(queued) and relay
+            channel=CHANNEL,
+            wakeups=notify_payload(queued),
+            notify=bool(queued) and relay,
+            rate_limited=rate_limited,
         )
         with connection.cursor() as cursor:
             cursor.execute(_insert_statement(len(chunk) > 1), params)
@@ -508,3 +633,14 @@ def _rows_json(jobs: Sequence[Job]) -> bytes:
             row[column] = value
         rows.append(row)
     return orjson.dumps(rows)
+
+
+def ensure_client_count(client_id: int) -> None:
+    """Create the client's client-wide RunningCount row, which the claim locks when the client
+    has a cap (a submission creates it too; this covers a cap set before any)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO {_names()["counts"]} ("client_id", "key", "running") '
+            "VALUES (%(client)s, '', 0) ON CONFLICT DO NOTHING",
+            {"client": client_id},
+        )

@@ -35,8 +35,12 @@ SUBMISSION_FIELDS = frozenset(
         "webhook_url",
         "webhook_events",
         "metadata",
+        "concurrency_key",
+        "concurrency_limit",
     }
 )
+CONCURRENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
+CONCURRENCY_LIMIT_MAX = 1000
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 METADATA_MAX_KEYS = 20
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -55,6 +59,8 @@ class Submission:
     webhook_url: str | None
     webhook_events: list[str]
     metadata: dict[str, str]
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -164,6 +170,18 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
             elif not isinstance(value, str) or len(value) > METADATA_VALUE_MAX:
                 errors[f"metadata.{key}"] = [f"Values are strings of at most {METADATA_VALUE_MAX}."]
 
+    concurrency_key = data.get("concurrency_key")
+    concurrency_limit = None  # null is "not given", as the document says
+    if data.get("concurrency_limit") is not None:
+        concurrency_limit = _bounded_int(
+            data, "concurrency_limit", 1, CONCURRENCY_LIMIT_MAX, errors
+        )
+    if concurrency_key is not None:
+        if not isinstance(concurrency_key, str) or not CONCURRENCY_KEY.fullmatch(concurrency_key):
+            errors["concurrency_key"] = ["Must be 1-200 printable ASCII characters."]
+        elif concurrency_limit is None and "concurrency_limit" not in errors:
+            concurrency_limit = 1
+
     max_attempts = timeout_seconds = None
     validated_input: dict[str, Any] = {}
     if job_type is not None:
@@ -205,4 +223,6 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         webhook_url=webhook_url,
         webhook_events=webhook_events,
         metadata=metadata,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit if concurrency_key is not None else None,
     )

@@ -118,3 +118,32 @@ def test_deliveries_list_and_redeliver(staff: Client, tenant: Tenant, receiver: 
         {"action": "redeliver", "_selected_action": [delivery.pk]},
     )
     assert WebhookDelivery.objects.get(pk=delivery.pk).status == "pending"
+
+
+def test_a_clients_cap_and_weight_are_set_in_the_admin(staff: Client, tenant: Tenant) -> None:
+    page = staff.get(f"/admin/clients/apiclient/{tenant.client.pk}/change/").content.decode()
+    assert 'name="weight"' in page
+    assert 'name="max_running_jobs"' in page
+    form = {
+        "name": tenant.client.name,
+        "is_active": "on",
+        "max_running_jobs": "4",
+        "weight": "3",
+        "keys-TOTAL_FORMS": "0",
+        "keys-INITIAL_FORMS": "0",
+    }
+    response = staff.post(f"/admin/clients/apiclient/{tenant.client.pk}/change/", form)
+    assert response.status_code == 302
+    client = ApiClient.objects.get(pk=tenant.client.pk)
+    assert (client.max_running_jobs, client.weight) == (4, 3)
+    form["weight"] = "0"
+    response = staff.post(f"/admin/clients/apiclient/{tenant.client.pk}/change/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert ApiClient.objects.get(pk=tenant.client.pk).weight == 3
+
+
+def test_the_job_list_and_page_show_the_wait_reason(staff: Client, tenant: Tenant) -> None:
+    job_id = tenant.submit(delay_seconds=600).json()["id"]
+    assert "scheduled" in staff.get("/admin/jobs/job/").content.decode()
+    page = staff.get(f"/admin/jobs/job/{job_id}/change/").content.decode()
+    assert "wait reason" in page.lower()

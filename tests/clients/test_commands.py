@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -50,3 +51,25 @@ def test_duplicate_name_is_a_clear_error() -> None:
     create("acme")
     with pytest.raises(CommandError, match="exists already"):
         create("acme")
+
+
+def test_create_client_sets_the_running_cap_and_weight() -> None:
+    create("fair", "--max-running", "3", "--weight", "5")
+    client = ApiClient.objects.get(name="fair")
+    assert (client.max_running_jobs, client.weight) == (3, 5)
+    create("plain")
+    plain = ApiClient.objects.get(name="plain")
+    assert (plain.max_running_jobs, plain.weight) == (None, 1)
+
+
+@pytest.mark.parametrize("args", [("--max-running", "0"), ("--weight", "0")])
+def test_create_client_refuses_limits_below_one(args: tuple[str, str]) -> None:
+    with pytest.raises(CommandError):
+        create("bad", *args)
+    assert not ApiClient.objects.filter(name="bad").exists()
+
+
+def test_the_default_cap_comes_from_the_setting(settings: Any) -> None:
+    settings.DEFAULT_MAX_RUNNING_JOBS = 7
+    create("capped")
+    assert ApiClient.objects.get(name="capped").max_running_jobs == 7

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from apps.jobs.api.serializers import JobDoc
@@ -39,3 +41,26 @@ def test_interactive_docs_are_served(anonymous) -> None:  # type: ignore[no-unty
     response = anonymous.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_flow_control_fields_are_documented_with_their_constraints(anonymous) -> None:  # type: ignore[no-untyped-def]
+    schemas = anonymous.get("/api/schema/").json()["components"]["schemas"]
+    submit = schemas["JobSubmitDocRequest"]["properties"]
+    key = submit["concurrency_key"]
+    assert (key["minLength"], key["maxLength"]) == (1, 200)
+    pattern = re.compile(key["pattern"].replace("\\u00", "\\x"))
+    assert pattern.fullmatch("acct:42 ~")
+    assert not pattern.fullmatch("tab\there")
+    limit = submit["concurrency_limit"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 1000)
+    job = schemas["JobDoc"]["properties"]
+    assert job["concurrency_key"]["type"] == ["string", "null"]
+    assert {"$ref": "#/components/schemas/NullEnum"} in job["wait_reason"]["oneOf"]
+    assert schemas["WaitReasonEnum"]["enum"] == [
+        "scheduled",
+        "dependencies",
+        "concurrency_limit",
+        "client_limit",
+        "rate_limit",
+        "capacity",
+    ]

@@ -43,3 +43,25 @@ def test_queue_stats_table() -> None:
     assert "queued" in text
     assert "oldest wait s" in text
     assert "wake-up messages, not jobs" in text
+
+
+def test_queue_stats_shows_the_busiest_clients_running_and_waiting() -> None:
+    from tests.factories import ApiClientFactory
+
+    busy, quiet = ApiClientFactory(name="busy"), ApiClientFactory(name="quiet")
+    for _ in range(3):
+        JobFactory(client=busy, status=JobStatus.QUEUED)
+    JobFactory(client=busy, status=JobStatus.RUNNING)
+    JobFactory(client=quiet, status=JobStatus.RUNNING)
+    JobFactory(client=quiet, status=JobStatus.SUCCEEDED)
+    out = StringIO()
+    call_command("queue_stats", "--json", stdout=out)
+    clients = json.loads(out.getvalue())["clients"]
+    assert clients == [
+        {"queue": "default", "client": "busy", "running": 1, "waiting": 3},
+        {"queue": "default", "client": "quiet", "running": 1, "waiting": 0},
+    ]
+    out = StringIO()
+    call_command("queue_stats", stdout=out)
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("busy "))
+    assert line.split() == ["busy", "default", "1", "3"]

@@ -23,4 +23,8 @@ JOB_FIELDS = {
     "started_at",
     "finished_at",
     "cancel_requested",
+    # API.md, "Sharing the pools fairly".
+    "concurrency_key",
+    "concurrency_limit",
+    "wait_reason",
 }

@@ -81,3 +81,9 @@ def buggy_validator(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
 def leaky_failure(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
     """Fails with an unexpected error whose message quotes its secret input."""
     raise RuntimeError(f"could not log in with {input['password']} ({input['note']})")
+
+
+@job_type("testing.rated", input=NothingInput, rate_limit="2/s")
+def rated(ctx: JobContext, input: dict[str, Any]) -> dict[str, Any]:
+    """At most two starts a second across the cluster."""
+    return {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.jobs.models import PRIORITY_VALUES, JobStatus
+from apps.jobs.representation import WAIT_REASONS
 from apps.jobs.webhook_events import WEBHOOK_EVENTS
 
 
@@ -48,6 +49,13 @@ class JobDoc(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     cancel_requested = serializers.BooleanField()
+    concurrency_key = serializers.CharField(allow_null=True, min_length=1, max_length=200)
+    concurrency_limit = serializers.IntegerField(allow_null=True, min_value=1, max_value=1000)
+    wait_reason = serializers.ChoiceField(
+        choices=WAIT_REASONS,
+        allow_null=True,
+        help_text="Why the job has not started; null unless it is waiting.",
+    )
 
 
 class JobSubmitDoc(serializers.Serializer):
@@ -82,6 +90,21 @@ class JobSubmitDoc(serializers.Serializer):
         child=serializers.CharField(max_length=500, allow_blank=True),
         required=False,
         help_text="Your own labels: at most 20 string values; filter with metadata[key]=value.",
+    )
+    concurrency_key = serializers.RegexField(
+        r"^[\x20-\x7e]{1,200}$",
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=200,
+        help_text="At most concurrency_limit of your jobs with this key run at once; null: none.",
+    )
+    concurrency_limit = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=1000,
+        help_text="Default 1 with a key (null too); ignored without one.",
     )
 
 

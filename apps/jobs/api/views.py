@@ -35,7 +35,7 @@ from apps.jobs.api.serializers import (
 )
 from apps.jobs.idempotency import StoredResponse
 from apps.jobs.models import Job, JobStatus
-from apps.jobs.registry import NAME_PATTERN, QUEUE_PATTERN, all_job_types
+from apps.jobs.registry import NAME_PATTERN, QUEUE_PATTERN, all_job_types, rate_limits
 from apps.jobs.representation import job_etag, job_location, job_to_dict
 from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 from apps.jobs.submission import METADATA_KEY, METADATA_VALUE_MAX
@@ -273,7 +273,10 @@ class JobCollectionView(ConveyorAPIView):
             query = request.query_params.copy()
             query["cursor"] = encode_cursor(next_pk)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        return Response({"results": [job_to_dict(job) for job in jobs], "next": next_url})
+        results = selectors.refine_wait_reasons(
+            [job_to_dict(job) for job in jobs], client=_client(request)
+        )
+        return Response({"results": results, "next": next_url})
 
     @extend_schema(
         operation_id="jobs_submit",
@@ -347,11 +350,30 @@ class JobDetailView(ConveyorAPIView):
             # A replica's copy may be seconds old: cached briefly, so that a lost write-through
             # can never leave it there for long (a newer version replaces it anyway).
             cache_jobs([job], ttl=None if job._state.db == PRIMARY else pin_ttl())
+        body = _with_wait_reason(body, _client(request))
         etag = f'"{version}"'
         headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
         if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
             return HttpResponse(status=304, headers=headers)
         return HttpResponse(body, content_type="application/json", headers=headers)
+
+
+def _rate_limited_type(body: bytes) -> bool:
+    rates = rate_limits()
+    return bool(rates) and any(f'"type":"{name}"'.encode() in body for name in rates)
+
+
+def _with_wait_reason(body: bytes, client: ApiClient) -> bytes:
+    """A queued job's body with its wait_reason told on read, parsed only when its client's cap
+    or its concurrency key could be what holds it (selectors.refine_wait_reasons)."""
+    if b'"wait_reason":"capacity"' not in body or (
+        client.max_running_jobs is None
+        and b'"concurrency_key":null' in body
+        and not _rate_limited_type(body)
+    ):
+        return body
+    [job] = selectors.refine_wait_reasons([orjson.loads(body)], client=client)
+    return orjson.dumps(job)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

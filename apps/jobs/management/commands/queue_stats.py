@@ -1,4 +1,5 @@
-"""``manage.py queue_stats [--json]``: queue depths (broker) and jobs per status (database)."""
+"""``manage.py queue_stats [--json]``: queue depths (broker), jobs per status (database) and
+the busiest clients' running and waiting jobs per queue."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{'status':<20} {'jobs':>12}")
         for status, count in stats["statuses"].items():
             self.stdout.write(f"{status:<20} {count:>12}")
+        self.stdout.write("")
+        self.stdout.write(f"{'busiest clients':<30} {'queue':<20} {'running':>8} {'waiting':>8}")
+        for entry in stats["clients"]:
+            self.stdout.write(
+                f"{entry['client'][:30]:<30} {entry['queue'][:20]:<20} "
+                f"{entry['running']:>8} {entry['waiting']:>8}"
+            )
