@@ -37,6 +37,9 @@ class StoredResponse:
     body: bytes
     location: str = ""
     replayed: bool = False
+    # The answer is an existing job (unique jobs): sent as ``Conveyor-Duplicate: true``. Not
+    # stored: a replay says ``Idempotent-Replayed`` instead.
+    duplicate: bool = False
 
 
 def validate_key(key: str) -> str:

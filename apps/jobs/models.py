@@ -100,6 +100,15 @@ class Job(models.Model):
     # client had a cap then) and its key's. The change that ends the run gives them back.
     client_slot = models.BooleanField(default=False, db_default=False)
     key_slot = models.BooleanField(default=False, db_default=False)
+    # Unique jobs (API.md, "Unique jobs"): while the client has an active job with this key (or,
+    # with unique_for_seconds, one created within that window), submitting it again creates
+    # nothing and answers with that job. NULL, not "": no key.
+    unique_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    unique_for_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    # Set on the instance a submission returns when it found this job instead of creating one
+    # (apps/jobs/uniqueness.py); never stored.
+    duplicate = False
 
     class Meta:
         ordering = ["-id"]
@@ -142,6 +151,12 @@ class Job(models.Model):
                 fields=["finished_at"],
                 name="job_finished",
                 condition=Q(status__in=["succeeded", "failed", "canceled"]),
+            ),
+            # Unique jobs: a client's jobs with a key, newest first (the duplicate check).
+            models.Index(
+                fields=["client", "unique_key", "-id"],
+                name="job_unique_key",
+                condition=Q(unique_key__isnull=False),
             ),
             # Admin search by idempotency key. (Uniqueness of keys is IdempotencyRecord's job: a
             # batch's jobs share their request's key.)

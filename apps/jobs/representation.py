@@ -79,5 +79,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "concurrency_key": job.concurrency_key,
         "concurrency_limit": job.concurrency_limit,
+        "unique_key": job.unique_key,
+        "unique_for_seconds": job.unique_for_seconds,
         "wait_reason": wait_reason(job),
     }

@@ -29,7 +29,7 @@ from apps.clients.models import ApiClient
 from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.core.urlguard import webhook_hosts_resolved
-from apps.jobs import store
+from apps.jobs import store, uniqueness
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.instrumentation import record_submitted
 from apps.jobs.models import (
@@ -111,6 +111,8 @@ def job_build(
         metadata=submission.metadata,
         concurrency_key=submission.concurrency_key,
         concurrency_limit=submission.concurrency_limit,
+        unique_key=submission.unique_key,
+        unique_for_seconds=submission.unique_for_seconds,
         created_at=created_at,
         run_at=submission.run_at,
         enqueued_at=created_at if status == JobStatus.QUEUED else None,
@@ -155,20 +157,41 @@ def job_submit(
     Raises ValidationFailed (every problem, keyed by field) or PayloadTooLarge; nothing is
     written then.
     """
-    submission = parse_submission(data, now=timezone.now())
-    check_quota(client=client, adding=1)
+    now = timezone.now()
+    submission = parse_submission(data, now=now)
     job = job_build(
         client=client,
         submission=submission,
         request_id=request_id,
         idempotency_key=idempotency_key,
     )
+    if job.unique_key is not None:
+        return _store_unique(client, [job], now=now)[0]
+    check_quota(client=client, adding=1)
     # One statement (atomic by itself, so no BEGIN/COMMIT round trips when no transaction is
     # open); a creation is not a change anyone subscribes to (no "job.created" webhook, no
     # cache entry yet), so job_changed is not sent for it.
     store.insert_jobs([job], rate_limited=list(rate_limits()))
     record_submitted([job])
     return job
+
+
+def _store_unique(client: ApiClient, jobs: list[Job], *, now: datetime) -> list[Job]:
+    """Store those of ``jobs`` that are not duplicates (apps/jobs/uniqueness.py) and answer
+    each with itself or with the job it duplicates (``duplicate`` set)."""
+    with transaction.atomic(using="default"):
+        existing = uniqueness.existing_for(jobs, now=now)
+        new = [job for job, found in zip(jobs, existing, strict=True) if found is None]
+        if new:
+            check_quota(client=client, adding=len(new))
+            store.insert_jobs(new, rate_limited=list(rate_limits()))
+    record_submitted(new)
+    answers = []
+    for job, found in zip(jobs, existing, strict=True):
+        if found is not None:
+            found.duplicate = True
+        answers.append(job if found is None else found)
+    return answers
 
 
 BATCH_MAX_JOBS = 1000
@@ -212,13 +235,15 @@ def job_submit_batch(
         raise ValidationFailed(
             "Some jobs of the batch are not valid; none was stored.", details=errors
         )
-    check_quota(client=client, adding=len(submissions))
     jobs = [
         job_build(
             client=client, submission=s, request_id=request_id, idempotency_key=idempotency_key
         )
         for s in submissions
     ]
+    if any(job.unique_key is not None for job in jobs):
+        return _store_unique(client, jobs, now=now)
+    check_quota(client=client, adding=len(submissions))
     store.insert_jobs(jobs, rate_limited=list(rate_limits()))
     record_submitted(jobs)
     return jobs

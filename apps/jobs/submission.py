@@ -37,10 +37,14 @@ SUBMISSION_FIELDS = frozenset(
         "metadata",
         "concurrency_key",
         "concurrency_limit",
+        "unique_key",
+        "unique_for_seconds",
     }
 )
 CONCURRENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 CONCURRENCY_LIMIT_MAX = 1000
+UNIQUE_KEY = CONCURRENCY_KEY
+UNIQUE_FOR_MAX_SECONDS = 30 * 24 * 3600
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
 METADATA_MAX_KEYS = 20
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -61,6 +65,8 @@ class Submission:
     metadata: dict[str, str]
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    unique_key: str | None = None
+    unique_for_seconds: int | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -178,6 +184,13 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         elif concurrency_limit is None and "concurrency_limit" not in errors:
             concurrency_limit = 1
 
+    unique_key = data.get("unique_key")
+    unique_for_seconds = _bounded_int(data, "unique_for_seconds", 1, UNIQUE_FOR_MAX_SECONDS, errors)
+    if "unique_key" in data and (
+        not isinstance(unique_key, str) or not UNIQUE_KEY.fullmatch(unique_key)
+    ):
+        errors["unique_key"] = ["Must be 1-200 printable ASCII characters."]
+
     max_attempts = timeout_seconds = None
     validated_input: dict[str, Any] = {}
     if job_type is not None:
@@ -221,4 +234,7 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         metadata=metadata,
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit if concurrency_key is not None else None,
+        unique_key=unique_key,
+        # Like a limit without a key, a window without a unique_key has no effect.
+        unique_for_seconds=unique_for_seconds if unique_key is not None else None,
     )

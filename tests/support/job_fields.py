@@ -27,4 +27,7 @@ JOB_FIELDS = {
     "concurrency_key",
     "concurrency_limit",
     "wait_reason",
+    # API.md, "Unique jobs".
+    "unique_key",
+    "unique_for_seconds",
 }

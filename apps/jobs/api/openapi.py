@@ -76,7 +76,7 @@ def _links(paths: dict[str, Any]) -> None:
         operation = paths.get(path, {}).get(method)
         if operation is None:
             continue
-        operation["responses"]["202"]["links"] = {
+        links = {
             name: {
                 "operationId": operation_id,
                 "parameters": {"job_id": expression},
@@ -84,6 +84,10 @@ def _links(paths: dict[str, Any]) -> None:
             }
             for name, operation_id in _JOB_ID_OPERATIONS.items()
         }
+        # A unique job's duplicate (200) is answered with the existing job: the same links.
+        for status in ("202", "200"):
+            if status in operation["responses"]:
+                operation["responses"][status]["links"] = links
 
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> Any:

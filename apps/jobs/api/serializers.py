@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from apps.jobs.models import PRIORITY_VALUES, JobStatus
 from apps.jobs.representation import WAIT_REASONS
+from apps.jobs.submission import UNIQUE_FOR_MAX_SECONDS
 from apps.jobs.webhook_events import WEBHOOK_EVENTS
 
 
@@ -51,6 +52,10 @@ class JobDoc(serializers.Serializer):
     cancel_requested = serializers.BooleanField()
     concurrency_key = serializers.CharField(allow_null=True, min_length=1, max_length=200)
     concurrency_limit = serializers.IntegerField(allow_null=True, min_value=1, max_value=1000)
+    unique_key = serializers.CharField(allow_null=True, min_length=1, max_length=200)
+    unique_for_seconds = serializers.IntegerField(
+        allow_null=True, min_value=1, max_value=UNIQUE_FOR_MAX_SECONDS
+    )
     wait_reason = serializers.ChoiceField(
         choices=WAIT_REASONS,
         allow_null=True,
@@ -103,6 +108,22 @@ class JobSubmitDoc(serializers.Serializer):
         min_value=1,
         max_value=1000,
         help_text="Default 1 with a concurrency_key; without one it has no effect.",
+    )
+    unique_key = serializers.RegexField(
+        r"^[\x20-\x7e]{1,200}$",
+        required=False,
+        min_length=1,
+        max_length=200,
+        help_text="While you have an active job with this key (or, with unique_for_seconds, one "
+        "created within that window), submitting it again creates nothing and answers 200 with "
+        "that job (in a batch: that job in its place).",
+    )
+    unique_for_seconds = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=UNIQUE_FOR_MAX_SECONDS,
+        help_text="Also a duplicate: a job with this unique_key created within this many seconds, "
+        "finished or not. Without a unique_key it has no effect.",
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 import orjson
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -41,6 +41,8 @@ from apps.jobs.status_cache import cache_jobs, decode, job_cache_key
 from apps.jobs.submission import METADATA_KEY, METADATA_VALUE_MAX
 
 JOB_CACHE_CONTROL = "private, no-cache"
+# A submission answered with an existing job (unique jobs, API.md).
+DUPLICATE_HEADER = "Conveyor-Duplicate"
 
 
 def _client(request: Request) -> ApiClient:
@@ -84,6 +86,8 @@ def _idempotent(
         http["Location"] = response.location
     if response.replayed:
         http["Idempotent-Replayed"] = "true"
+    if response.duplicate:
+        http[DUPLICATE_HEADER] = "true"
     return http
 
 
@@ -283,7 +287,15 @@ class JobCollectionView(ConveyorAPIView):
         summary="Submit a job",
         request=JobSubmitDoc,
         parameters=[_IDEMPOTENCY_HEADER],
-        responses={202: JobDoc, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)},
+        responses={
+            202: JobDoc,
+            200: OpenApiResponse(
+                JobDoc,
+                description="A unique job's duplicate: nothing was created; this is the job "
+                "with the same unique_key (header Conveyor-Duplicate: true).",
+            ),
+            **error_responses(400, 401, 409, 413, 415, 422, 429, 503),
+        },
     )
     def post(self, request: Request) -> HttpResponse:
         client, data = _client(request), request.data
@@ -292,6 +304,9 @@ class JobCollectionView(ConveyorAPIView):
             job = services.job_submit(
                 client=client, data=data, request_id=_request_id(request), idempotency_key=key
             )
+            if job.duplicate:
+                body = orjson.dumps(job_to_dict(job))
+                return StoredResponse(200, body, job_location(job), duplicate=True)
             return StoredResponse(202, orjson.dumps(job_to_dict(job)), job_location(job))
 
         return _idempotent(request, client, data, submit)
