@@ -257,7 +257,6 @@ class Bench:
                 name,
                 [
                     str(BIN / "gunicorn"),
-                    "config.wsgi",
                     "-c",
                     "config/gunicorn.py",
                     "-b",
