@@ -273,3 +273,32 @@ def test_a_waiter_whose_client_leaves_is_freed(
         wait_for(lambda: waiters(tenant) == 1, timeout=10)
     # Closed long before its 60 s: its place is given back (as is its coroutine).
     wait_for(lambda: waiters(tenant) == 0, timeout=10)
+
+
+def test_a_lost_wake_up_costs_one_recheck_not_the_whole_wait(
+    transactional_db: None, tmp_path: Path, tenant: Tenant
+) -> None:
+    """The job's change is never published (its watch marker is gone, as after a Redis restart
+    or a failed write-through): the waiter still answers, from its own re-check."""
+    process, base = start_web(tmp_path, workers=1, WAIT_RECHECK_SECONDS="1")
+    try:
+        job = submit_later(base, tenant)
+        url = f"{base}/api/v1/jobs/{job['id']}"
+        etag = httpx.get(url, headers=auth(tenant)).headers["ETag"]
+        thread, result = in_background(
+            lambda: httpx.get(
+                f"{url}?wait=60", headers=auth(tenant, **{"If-None-Match": etag}), timeout=70
+            )
+        )
+        wait_for(lambda: waiters(tenant) == 1, timeout=10)
+        entry = key(f"job:{tenant.client.pk}:{job['id']}")
+        assert fast_cache().client.delete(f"{entry}:watched") == 1
+        assert httpx.post(f"{url}/cancel", headers=auth(tenant)).status_code == 200
+        # Answered by the re-check (about a second), long before the 60 s wait: a waiter that
+        # relied on the message alone would still be waiting when the thread is joined.
+        thread.join(20)
+        assert not thread.is_alive()
+        assert result["response"].status_code == 200
+        assert result["response"].json()["status"] == "canceled"
+    finally:
+        process.stop()
