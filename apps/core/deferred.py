@@ -23,10 +23,24 @@ security headers); ``on_finish`` callbacks (the access log) see the real one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
+
+# The process's one thread for synchronous work under ASGI (config/asgi.py): every request's
+# middleware and view, and a waiter's occasional re-read, run on it, one at a time, so that
+# Django's per-thread database connections and the status cache's per-thread Redis connection
+# persist as they do in a sync worker.
+SYNC_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
+
+
+def on_sync_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``function`` as a coroutine function that runs it on SYNC_THREAD."""
+    return sync_to_async(function, thread_sensitive=False, executor=SYNC_THREAD)
+
 
 # Headers that belong to the placeholder's (empty) body, not to the real response.
 _OWN_HEADERS = frozenset({"content-length", "content-type"})
@@ -43,6 +57,9 @@ class DeferredResponse(HttpResponse):
 
     async def finish(self) -> HttpResponse:
         response = await self.produce()
+        # The request's closers (Django added them to the placeholder) go with the answer.
+        closers = self._resource_closers  # type: ignore[attr-defined]
+        response._resource_closers.extend(closers)  # type: ignore[attr-defined]
         for name, value in self.headers.items():
             if name.lower() not in _OWN_HEADERS and name not in response.headers:
                 response.headers[name] = value

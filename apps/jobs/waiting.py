@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
 from apps.core.changes import Waiter, change_feed
-from apps.core.deferred import DeferredResponse
+from apps.core.deferred import DeferredResponse, on_sync_thread
 from apps.core.errors import NotFound, RateLimited, ServiceUnavailable, ValidationFailed
 from apps.core.fastcache import fast_cache, key
 from apps.jobs.models import TERMINAL_STATUSES
@@ -161,13 +160,13 @@ async def _wait(wait: JobWait, waiter: Waiter, state: State) -> HttpResponse:
                 if decode(value)[0] <= state[0]:
                     continue  # a message about a version already seen
                 if wait.reads_db(value):
-                    state = await sync_to_async(wait.read)(value)
+                    state = await on_sync_thread(wait.read)(value)
                 else:
                     state = wait.read(value)
             elif woken or time.time() < waiter.deadline - 0.001:
                 # A re-check: the feed reconnected (messages may be lost), the server is
                 # stopping, or the interval passed.
-                state = await sync_to_async(_reread)(wait)
+                state = await on_sync_thread(_reread)(wait)
             if wait.done(state):
                 return wait.answer(state)
             if feed.stopping:  # the server is shutting down: what it has, now
