@@ -257,7 +257,6 @@ class Bench:
                 name,
                 [
                     str(BIN / "gunicorn"),
-                    "config.wsgi",
                     "-c",
                     "config/gunicorn.py",
                     "-b",
@@ -490,6 +489,160 @@ class Bench:
             "cpu_rounds": {mode: [round(v) for v in values] for mode, values in cpu_us.items()},
         }
         self.reset_jobs()
+
+    def phase_serving(self) -> None:
+        """What uvicorn workers on config/asgi.py (WEB_SERVER=asgi, the Procfile's) cost the hot
+        paths against gunicorn's sync workers on config/wsgi.py (WEB_SERVER=sync): two servers
+        with the same worker count, GET /jobs/{id} and POST /jobs measured on each in
+        alternation (the order swapped each round), with each server's CPU per request."""
+        ports = {"asgi": self.port + 3, "sync": self.port + 4}
+        servers = {
+            mode: self._start_gunicorn(f"web-{mode}", port, WEB_SERVER=mode)
+            for mode, port in ports.items()
+        }
+        try:
+            bases = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
+            job = self.http("POST", "/api/v1/jobs", ECHO)
+            path = f"/api/v1/jobs/{job['id']}"
+            rss = {mode: servers[mode].rss_kib() / 1024 for mode in servers}
+            measured: dict[str, dict[str, list[dict[str, float]]]] = {
+                "get": {"asgi": [], "sync": []},
+                "post": {"asgi": [], "sync": []},
+            }
+            for base in bases.values():  # warm up (and cache the job)
+                self.wrk(path, base=base, duration=2)
+                self.wrk("/api/v1/jobs", method="POST", body=ECHO, base=base, duration=2)
+            for round_ in range(self.args.rounds):
+                progress("asgi/sync", round_, self.args.rounds)
+                order = ("asgi", "sync") if round_ % 2 == 0 else ("sync", "asgi")
+                for endpoint in ("get", "post"):
+                    for mode in order:
+                        cpu_before = servers[mode].cpu_seconds()
+                        if endpoint == "get":
+                            stats = self.wrk(path, base=bases[mode])
+                        else:
+                            stats = self.wrk(
+                                "/api/v1/jobs", method="POST", body=ECHO, base=bases[mode]
+                            )
+                        cpu = servers[mode].cpu_seconds() - cpu_before
+                        stats["cpu_us"] = cpu / stats["requests"] * 1e6
+                        measured[endpoint][mode].append(stats)
+            progress("asgi/sync", self.args.rounds, self.args.rounds)
+        finally:
+            for server in servers.values():
+                self.stop(server)
+        result: dict[str, Any] = {"idle_rss_mib": rss}
+        for endpoint, by_mode in measured.items():
+            median = {m: statistics.median(s["rps"] for s in runs) for m, runs in by_mode.items()}
+            result[endpoint] = {
+                "asgi_rps": median["asgi"],
+                "sync_rps": median["sync"],
+                "ratio": median["asgi"] / median["sync"],
+                "asgi_cpu_us": statistics.median(s["cpu_us"] for s in by_mode["asgi"]),
+                "sync_cpu_us": statistics.median(s["cpu_us"] for s in by_mode["sync"]),
+                "asgi_p99_ms": statistics.median(s["p99"] for s in by_mode["asgi"]),
+                "sync_p99_ms": statistics.median(s["p99"] for s in by_mode["sync"]),
+                "rounds": {m: [round(s["rps"]) for s in runs] for m, runs in by_mode.items()},
+            }
+        self.results["serving"] = result
+        self.reset_jobs()
+
+    def phase_longpoll(self) -> None:
+        """--longpoll-clients connections each long-polling its own job (GET ?wait=60 with
+        If-None-Match) on the web process (all its workers); then the jobs are canceled, at
+        --longpoll-rate per second, and each waiter's answer is timed from its job's change
+        (finished_at, written before the commit: the figure is an upper bound). Memory: RSS of
+        every web process (master and workers) while all wait, and before."""
+        import asyncio
+
+        assert self.web is not None
+        clients = self.args.longpoll_clients
+        ids: list[str] = []
+        while len(ids) < clients:
+            batch = {"jobs": [{**ECHO, "delay_seconds": 3600}] * min(1000, clients - len(ids))}
+            ids += [job["id"] for job in self.http("POST", "/api/v1/jobs/batch", batch)["jobs"]]
+        self.wrk(f"/api/v1/jobs/{ids[0]}", duration=2)  # every worker has served requests
+        idle_rss = self.web.rss_kib()
+        host, port = "127.0.0.1", self.port
+        answered: dict[str, tuple[float, int]] = {}
+        cancel_sent: dict[str, float] = {}
+        rss_waiting = 0
+        waiting_key = f"conveyor-bench:waiters:{self._client_id()}"
+
+        async def request(reader: Any, writer: Any, method: str, path: str, extra: str = "") -> int:
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {self.key}\r\nContent-Length: 0\r\n{extra}\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            return int(head.split(b" ", 2)[1])
+
+        async def long_poll(job_id: str) -> None:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                status = await request(
+                    reader, writer, "GET", f"/api/v1/jobs/{job_id}?wait=60",
+                    'If-None-Match: "1"\r\n',
+                )  # fmt: skip
+                answered[job_id] = (time.time(), status)
+            finally:
+                writer.close()
+
+        async def run() -> None:
+            nonlocal rss_waiting
+            import redis
+
+            waiting = asyncio.gather(*(long_poll(job_id) for job_id in ids))
+            store = redis.Redis.from_url(REDIS)
+            deadline = time.monotonic() + 60
+            while store.zcard(waiting_key) < clients:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {store.zcard(waiting_key)} waiters after 60 s")
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1)
+            rss_waiting = self.web.rss_kib() if self.web else 0
+            reader, writer = await asyncio.open_connection(host, port)
+            for index, job_id in enumerate(ids):
+                started = time.time()
+                cancel_sent[job_id] = started
+                await request(reader, writer, "POST", f"/api/v1/jobs/{job_id}/cancel")
+                if (index + 1) % 50 == 0 or index + 1 == clients:
+                    progress("long-poll: changes", index + 1, clients)
+                await asyncio.sleep(max(0.0, 1 / self.args.longpoll_rate - (time.time() - started)))
+            writer.close()
+            await waiting
+
+        asyncio.run(run())
+        finished = dict(
+            self.sql(
+                "SELECT id::text, extract(epoch from finished_at) FROM jobs_job WHERE id = ANY(%s)",
+                (ids,),
+            )
+        )
+        latencies = [(answered[i][0] - float(finished[i])) * 1000 for i in ids]
+        from_request = [(answered[i][0] - cancel_sent[i]) * 1000 for i in ids]
+        self.results["longpoll"] = {
+            "clients": clients,
+            "web_workers": self.args.web_workers,
+            "rate_per_s": self.args.longpoll_rate,
+            "answered_200": sum(1 for i in ids if answered[i][1] == 200),
+            "idle_rss_mib": idle_rss / 1024,
+            "waiting_rss_mib": rss_waiting / 1024,
+            "added_rss_mib": (rss_waiting - idle_rss) / 1024,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies),
+            "from_cancel_request_p99_ms": percentile(from_request, 99),
+        }
+        self.reset_jobs()
+
+    def _client_id(self) -> int:
+        return int(self.sql("SELECT id FROM clients_apiclient WHERE name = 'bench'")[0][0])
 
     def phase_latency(self) -> None:
         workers, scheduler = self.start_workers(), self.start_scheduler()
@@ -978,6 +1131,36 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"+{r['on_cpu_us_per_request'] - r['off_cpu_us_per_request']:.0f} µs per request",
             )
         )
+    if "serving" in results:
+        r = results["serving"]
+        for endpoint, label in (("get", "GET /jobs/{id}"), ("post", "POST /jobs")):
+            e = r[endpoint]
+            rows.append(
+                (
+                    f"{label}: asgi vs sync",
+                    f"{e['asgi_rps']:.0f} vs {e['sync_rps']:.0f} req/s; "
+                    f"{e['asgi_cpu_us']:.0f} vs {e['sync_cpu_us']:.0f} µs CPU",
+                    f"{e['ratio']:.2f} x (median of alternated rounds)",
+                )
+            )
+    if "longpoll" in results:
+        r = results["longpoll"]
+        rows.append(
+            (
+                f"{r['clients']} long-polls",
+                f"web RSS {r['waiting_rss_mib']:.0f} MiB waiting ({r['idle_rss_mib']:.0f} idle, "
+                f"+{r['added_rss_mib']:.0f}), {r['web_workers']} workers",
+                "target < 200 MiB",
+            )
+        )
+        rows.append(
+            (
+                "long-poll answer after change",
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms "
+                f"({r['answered_200']} of {r['clients']} answered 200)",
+                "target p99 < 50 ms",
+            )
+        )
     if "latency" in results:
         r = results["latency"]
         rows.append(
@@ -1079,7 +1262,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--phases",
-        default="admission,polling,instrumentation,latency,pipeline,fairness,webhooks,memory",
+        default="admission,polling,serving,longpoll,instrumentation,latency,pipeline,fairness,"
+        "webhooks,memory",
     )
     parser.add_argument("--quick", action="store_true", help="short durations and small counts")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
@@ -1096,6 +1280,8 @@ def main() -> int:
     parser.add_argument("--fairness-jobs", type=int, default=20_000)
     parser.add_argument("--fairness-key-jobs", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--longpoll-clients", type=int, default=1000)
+    parser.add_argument("--longpoll-rate", type=float, default=200, help="job changes per second")
     parser.add_argument(
         "--webhook-pool",
         default="threads:16",

@@ -1,6 +1,9 @@
-"""gunicorn settings for the web process (Procfile: ``gunicorn config.wsgi -c config/gunicorn.py``).
+"""gunicorn settings for the web process (Procfile: ``gunicorn -c config/gunicorn.py``).
 
-PORT and WEB_CONCURRENCY come from the platform; WEB_THREADS > 1 switches to threaded workers.
+WEB_SERVER picks the application and the workers: ``asgi`` (the default) runs config/asgi.py on
+uvicorn workers (config/web_worker.py), where a long-poll waits in the event loop; ``sync`` runs
+config/wsgi.py on gunicorn's sync workers (threaded ones with WEB_THREADS > 1), where each
+long-poll holds a worker for its whole wait. PORT and WEB_CONCURRENCY come from the platform.
 docs/operations.md explains the choice and the measured capacity.
 """
 
@@ -13,7 +16,15 @@ bind = os.environ.get("BIND", f"{_host}:{_port}")
 # Two sync workers per core: one computes while the other waits on PostgreSQL or Redis.
 workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 threads = int(os.environ.get("WEB_THREADS", "1"))
-worker_class = "gthread" if threads > 1 else "sync"
+_server = os.environ.get("WEB_SERVER", "asgi")
+if _server not in ("asgi", "sync"):
+    raise SystemExit(f"WEB_SERVER must be asgi or sync, not {_server!r}")
+if _server == "asgi":
+    wsgi_app = "config.asgi:application"
+    worker_class = "config.web_worker.ConveyorUvicornWorker"
+else:
+    wsgi_app = "config.wsgi:application"
+    worker_class = "gthread" if threads > 1 else "sync"
 keepalive = 5
 timeout = 30
 graceful_timeout = 20

@@ -380,6 +380,14 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=300)
 # processes within this time; the revoking process forgets at once).
 API_KEY_LOCAL_SECONDS = env.float("API_KEY_LOCAL_SECONDS", default=2.0)
 JOB_CACHE_SECONDS = env.int("JOB_CACHE_SECONDS", default=300)
+# Long-polls (API.md, "Waiting without polling"; apps/jobs/waiting.py, apps/core/changes.py):
+# requests waiting at once per client (429 rate_limited above) and per web process (503).
+WAIT_MAX_PER_CLIENT = env.int("WAIT_MAX_PER_CLIENT", default=1000)
+WAIT_MAX_PER_PROCESS = env.int("WAIT_MAX_PER_PROCESS", default=5000)
+# A waiter re-reads its job this often even without a wake-up (a lost message costs at most
+# this), and every WAIT_FALLBACK_POLL_SECONDS when there is no Redis to wake it.
+WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=10.0)
+WAIT_FALLBACK_POLL_SECONDS = env.float("WAIT_FALLBACK_POLL_SECONDS", default=0.5)
 BENCHMARK_ENDPOINTS = env.bool("BENCHMARK_ENDPOINTS", default=False)
 # /readyz reuses its result for this long in each web process (apps/core/health.py): anonymous
 # callers cannot make it open connections faster than one round of checks per process per period.
@@ -531,6 +539,8 @@ WORKER_METRICS_BIND = env.str(
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 if METRICS_ENABLED or ACCESS_LOG:
     MIDDLEWARE.insert(0, "apps.core.middleware.AccessMiddleware")
+# Outermost: finishes long-polls in the event loop, after every other middleware is done.
+MIDDLEWARE.insert(0, "apps.core.deferred.DeferredResponseMiddleware")
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)

@@ -1,4 +1,4 @@
-"""WSGI entry point (gunicorn config.wsgi)."""
+"""WSGI entry point: the web process with WEB_SERVER=sync (config/gunicorn.py), the test client."""
 
 import os
 

@@ -6,6 +6,10 @@ the caller wants to answer with, related keys are fetched with one MGET, and wri
 never go backwards in time use a compare-and-set script. Without Redis (the embedded defaults)
 the same interface sits on Django's configured cache.
 
+Values written by ``set_if_newer`` while someone waits for them (``watch``) are also published
+on one channel, which each web process subscribes to once (apps/core/changes.py): the long-polls
+of the API are woken by the write itself, not by polling.
+
 Keys are ``<CACHE_KEY_PREFIX>:<name>``.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,7 +29,10 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 # Sets KEYS[1] to ARGV[2] (whose first word is its version) unless the stored value's version
-# is at least ARGV[1]: two writers racing with versions 2 and 3 always leave 3 behind.
+# is at least ARGV[1]: two writers racing with versions 2 and 3 always leave 3 behind. When
+# someone waits for the key (its watch marker KEYS[2] exists, see watch()), the new value is
+# published on the change channel ARGV[4] as "<key> <value>", in the same atomic step: a waiter
+# that set the marker and then read the key either read the new value or gets the message.
 _SET_IF_NEWER = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -32,7 +40,24 @@ if current then
   if stored and stored >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PUBLISH', ARGV[4], KEYS[1] .. ' ' .. ARGV[2])
+end
 return 1
+"""
+
+# Begins a wait on KEYS[1] (see watch()): drops the waiter set's (KEYS[3]) entries whose
+# deadline (score) is before ARGV[1]; refuses when ARGV[4] (> 0) are left; else adds member
+# ARGV[3] with deadline ARGV[2], keeps the watch marker KEYS[2] and the set for at least ARGV[5]
+# seconds, and returns {1, the key's value}.
+_WATCH = """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+local limit, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+if limit > 0 and redis.call('ZCARD', KEYS[3]) >= limit then return {0} end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+if redis.call('TTL', KEYS[3]) < ttl then redis.call('EXPIRE', KEYS[3], ttl) end
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('SET', KEYS[2], '1', 'EX', ttl) end
+return {1, redis.call('GET', KEYS[1])}
 """
 
 
@@ -104,6 +129,29 @@ class FastCache(Protocol):
         """Do ``batch`` in one round trip."""
         ...
 
+    def watch(self, k: str, waiters: str, member: str, deadline: float, limit: int) -> Watch:
+        """Begin waiting for ``k`` to change (its next set_if_newer publishes it on
+        changes_channel()): add ``member`` to the set ``waiters`` until ``deadline`` (a Unix
+        time) unless ``limit`` (> 0) members are already there, and read ``k``. One round trip."""
+        ...
+
+    def unwatch(self, waiters: str, member: str) -> None: ...
+
+
+@dataclass
+class Watch:
+    admitted: bool
+    value: bytes | None = None
+
+
+def watch_key(k: str) -> str:
+    """The marker saying that someone waits for ``k``: only watched keys are published."""
+    return f"{k}:watched"
+
+
+def changes_channel() -> str:
+    return key("changes")
+
 
 def key(name: str) -> str:
     return f"{settings.CACHE_KEY_PREFIX}:{name}"
@@ -124,6 +172,7 @@ class RedisFastCache:
         )
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
         self._batch = self.client.register_script(_BATCH)
+        self._watch = self.client.register_script(_WATCH)
         self._local = threading.local()
 
     def _connection(self) -> Any:
@@ -168,14 +217,27 @@ class RedisFastCache:
             pipe.execute()
 
     def set_if_newer(self, items: Sequence[tuple[str, int, bytes]], ttl: int) -> None:
+        channel = changes_channel()
         if len(items) == 1:
             k, version, value = items[0]
-            self._set_if_newer(keys=[k], args=[version, value, ttl])
+            self._set_if_newer(keys=[k, watch_key(k)], args=[version, value, ttl, channel])
             return
         with self.client.pipeline(transaction=False) as pipe:
             for k, version, value in items:
-                self._set_if_newer(keys=[k], args=[version, value, ttl], client=pipe)
+                self._set_if_newer(
+                    keys=[k, watch_key(k)], args=[version, value, ttl, channel], client=pipe
+                )
             pipe.execute()
+
+    def watch(self, k: str, waiters: str, member: str, deadline: float, limit: int) -> Watch:
+        ttl = max(1, int(deadline - time.time()) + 2)
+        reply = self._watch(
+            keys=[k, watch_key(k), waiters], args=[time.time(), deadline, member, limit, ttl]
+        )
+        return Watch(bool(reply[0]), reply[1] if len(reply) > 1 else None)
+
+    def unwatch(self, waiters: str, member: str) -> None:
+        self._command("ZREM", waiters, member)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
@@ -233,6 +295,20 @@ class DjangoFastCache:
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self.cache.delete_many(keys)
+
+    def watch(self, k: str, waiters: str, member: str, deadline: float, limit: int) -> Watch:
+        now = time.time()
+        members = {m: d for m, d in (self.cache.get(waiters) or {}).items() if d >= now}
+        if limit > 0 and len(members) >= limit:
+            return Watch(False)
+        members[member] = deadline
+        self.cache.set(waiters, members, max(1, int(max(members.values()) - now) + 2))
+        return Watch(True, self.cache.get(k))
+
+    def unwatch(self, waiters: str, member: str) -> None:
+        members = self.cache.get(waiters) or {}
+        if members.pop(member, None) is not None:
+            self.cache.set(waiters, members, 62)
 
     def run(self, batch: Batch) -> BatchResult:
         values = self.get_many(batch.get) if batch.get else []

@@ -17,6 +17,7 @@ from apps.core import errors
 from apps.core.access_log import LOGGER as ACCESS_LOGGER
 from apps.core.access_log import access_log
 from apps.core.context import clean_request_id, request_id_var, request_var
+from apps.core.deferred import DeferredResponse
 from apps.core.metrics import observe_request
 from apps.core.replicas import check, primary_reads, read_scope
 from apps.core.request_state import request_state
@@ -190,6 +191,13 @@ class AccessMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = perf_counter()
         response = self.get_response(request)
+        if isinstance(response, DeferredResponse):  # a long-poll: logged once it is answered
+            response.on_finish(lambda final: self._record(request, final, started))
+        else:
+            self._record(request, response, started)
+        return response
+
+    def _record(self, request: HttpRequest, response: HttpResponse, started: float) -> None:
         seconds = perf_counter() - started
         match = request.resolver_match
         route = match.route if match is not None else "unmatched"
@@ -208,4 +216,3 @@ class AccessMiddleware:
                 None if user is None or isinstance(user, LazyObject) else user.pk,
                 request_state(request).request_id,
             )
-        return response

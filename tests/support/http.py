@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
+
+from django.utils.datastructures import CaseInsensitiveMapping
 
 
 def call(
@@ -18,8 +21,9 @@ def call(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10,
-) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one request; HTTP errors are answers, not exceptions."""
+) -> tuple[int, Mapping[str, str], bytes]:
+    """(status, headers, body) of one request; HTTP errors are answers, not exceptions. Header
+    names are case-insensitive, as HTTP's are (uvicorn sends them in lower case)."""
     request_headers = {"Content-Type": "application/json", **(headers or {})}
     if key:
         request_headers["Authorization"] = f"Bearer {key}"
@@ -31,6 +35,6 @@ def call(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, CaseInsensitiveMapping(dict(response.headers)), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, CaseInsensitiveMapping(dict(error.headers)), error.read()

@@ -197,7 +197,6 @@ def start_web(tmp_path: Path, *, workers: int = 1, **env: str) -> tuple[ManagedP
     port = free_port()
     argv = [
         str(VENV_BIN / "gunicorn"),
-        "config.wsgi",
         "-c",
         "config/gunicorn.py",
         "-b",

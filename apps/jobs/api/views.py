@@ -6,6 +6,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -24,7 +25,7 @@ from apps.core.errors import ValidationFailed
 from apps.core.replicas import PRIMARY, pin_ttl
 from apps.core.request_state import request_state
 from apps.core.rfc3339 import parse_rfc3339
-from apps.jobs import idempotency, selectors, services
+from apps.jobs import idempotency, selectors, services, waiting
 from apps.jobs.api.serializers import (
     JobBatchDoc,
     JobBatchSubmitDoc,
@@ -252,6 +253,20 @@ _IDEMPOTENCY_HEADER = OpenApiParameter(
     description="1-255 printable ASCII characters, no spaces. Replays the first response for "
     "24 h when the same key and body are sent again.",
 )
+_WAIT_QUERY = OpenApiParameter(
+    "wait",
+    waiting.WAIT_SCHEMA,
+    description="Long-poll, with If-None-Match: answer as soon as the job's ETag differs from "
+    "it (200), or 304 after this many seconds. Without If-None-Match the job is answered at once.",
+)
+_PREFER_HEADER = OpenApiParameter(
+    "Prefer",
+    {"type": "string", "pattern": "^wait=([1-9]|[1-5][0-9]|60)$"},
+    location=OpenApiParameter.HEADER,
+    description="`wait=N` (1-60): answer when the job is terminal (200, with "
+    "`Preference-Applied: wait=N`), or with the usual 202 after N seconds. Other preferences "
+    "are ignored (RFC 7240).",
+)
 
 
 # --- Views ------------------------------------------------------------------------------------
@@ -286,19 +301,21 @@ class JobCollectionView(ConveyorAPIView):
         operation_id="jobs_submit",
         summary="Submit a job",
         request=JobSubmitDoc,
-        parameters=[_IDEMPOTENCY_HEADER],
+        parameters=[_IDEMPOTENCY_HEADER, _PREFER_HEADER],
         responses={
             202: JobDoc,
             200: OpenApiResponse(
                 JobDoc,
-                description="A unique job's duplicate: nothing was created; this is the job "
-                "with the same unique_key (header Conveyor-Duplicate: true).",
+                description="With Prefer: wait=N, the job once terminal (Preference-Applied). "
+                "For a unique job's duplicate (header Conveyor-Duplicate: true, answered at once, "
+                "Prefer or not): nothing was created; this is the job with the same unique_key.",
             ),
             **error_responses(400, 401, 409, 413, 415, 422, 429, 503),
         },
     )
     def post(self, request: Request) -> HttpResponse:
         client, data = _client(request), request.data
+        wait = waiting.parse_prefer_wait(request.headers.get("Prefer"))
 
         def submit(key: str | None = None) -> StoredResponse:
             job = services.job_submit(
@@ -309,7 +326,40 @@ class JobCollectionView(ConveyorAPIView):
                 return StoredResponse(200, body, job_location(job), duplicate=True)
             return StoredResponse(202, orjson.dumps(job_to_dict(job)), job_location(job))
 
-        return _idempotent(request, client, data, submit)
+        response = _idempotent(request, client, data, submit)
+        if wait is None or response.status_code != 202:
+            return response
+        return _wait_until_terminal(client, response, wait)
+
+
+def _wait_until_terminal(client: ApiClient, accepted: HttpResponse, seconds: int) -> HttpResponse:
+    """``Prefer: wait=N`` on a submission: the job once terminal (200), else the usual 202 (with
+    the job as it then is) after N seconds."""
+    job_id = orjson.loads(accepted.content)["id"]
+    headers = {"Preference-Applied": f"wait={seconds}", "Location": accepted["Location"]}
+    if "Idempotent-Replayed" in accepted:
+        headers["Idempotent-Replayed"] = accepted["Idempotent-Replayed"]
+
+    def respond(status: int, state: waiting.State) -> HttpResponse:
+        version, body = state
+        etag = {"ETag": f'"{version}"'} if version else {}
+        return HttpResponse(
+            body, status=status, content_type="application/json", headers={**headers, **etag}
+        )
+
+    return waiting.begin(
+        waiting.JobWait(
+            client_id=client.pk,
+            cache_key=job_cache_key(client.pk, selectors.parse_job_id(job_id)),
+            seconds=seconds,
+            read=partial(_job_state, client, job_id),
+            reads_db=partial(_needs_wait_reason, client=client),
+            done=waiting.is_terminal,
+            answer=partial(respond, 200),
+            timeout=partial(respond, 202),
+        ),
+        (0, accepted.content),  # version unknown (a replay's job may have moved on): 0
+    )
 
 
 class JobBatchView(ConveyorAPIView):
@@ -352,25 +402,53 @@ class JobDetailView(ConveyorAPIView):
     @extend_schema(
         operation_id="jobs_get",
         summary="Get a job's status",
-        responses={200: JobDoc, 304: None, **error_responses(401, 404, 429)},
+        parameters=[_WAIT_QUERY],
+        responses={200: JobDoc, 304: None, **error_responses(400, 401, 404, 429, 503)},
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
+        wait = waiting.parse_wait_query(request.query_params)
+        client = _client(request)
         prefetched = request_state(request).prefetched  # JobStatusAuthentication's
-        cached = prefetched[0] if prefetched else None
-        if cached is not None:
-            version, body = decode(cached)
-        else:
-            job = selectors.job_get_for_client(client_id=_client(request).pk, job_id=job_id)
-            version, body = job.version, orjson.dumps(job_to_dict(job))
-            # A replica's copy may be seconds old: cached briefly, so that a lost write-through
-            # can never leave it there for long (a newer version replaces it anyway).
-            cache_jobs([job], ttl=None if job._state.db == PRIMARY else pin_ttl())
-        body = _with_wait_reason(body, _client(request))
-        etag = f'"{version}"'
-        headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
-        if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
-            return HttpResponse(status=304, headers=headers)
-        return HttpResponse(body, content_type="application/json", headers=headers)
+        state = _job_state(client, job_id, prefetched[0] if prefetched else None)
+        if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+        respond = partial(_detail_response, if_none_match=if_none_match)
+        if wait is None or not _etag_matches(if_none_match, f'"{state[0]}"'):
+            return respond(state)
+        return waiting.begin(
+            waiting.JobWait(
+                client_id=client.pk,
+                cache_key=job_cache_key(client.pk, selectors.parse_job_id(job_id)),
+                seconds=wait,
+                read=partial(_job_state, client, job_id),
+                reads_db=partial(_needs_wait_reason, client=client),
+                done=lambda state: not _etag_matches(if_none_match, f'"{state[0]}"'),
+                answer=respond,
+                timeout=respond,
+            ),
+            state,
+        )
+
+
+def _job_state(client: ApiClient, job_id: str, cached: bytes | None) -> waiting.State:
+    """The job's version and body: from its status-cache entry, else from the database."""
+    if cached is not None:
+        version, body = decode(cached)
+    else:
+        job = selectors.job_get_for_client(client_id=client.pk, job_id=job_id)
+        version, body = job.version, orjson.dumps(job_to_dict(job))
+        # A replica's copy may be seconds old: cached briefly, so that a lost write-through
+        # can never leave it there for long (a newer version replaces it anyway).
+        cache_jobs([job], ttl=None if job._state.db == PRIMARY else pin_ttl())
+    return version, _with_wait_reason(body, client)
+
+
+def _detail_response(state: waiting.State, *, if_none_match: str | None) -> HttpResponse:
+    version, body = state
+    etag = f'"{version}"'
+    headers = {"ETag": etag, "Cache-Control": JOB_CACHE_CONTROL}
+    if _etag_matches(if_none_match, etag):
+        return HttpResponse(status=304, headers=headers)
+    return HttpResponse(body, content_type="application/json", headers=headers)
 
 
 def _rate_limited_type(body: bytes) -> bool:
@@ -378,14 +456,19 @@ def _rate_limited_type(body: bytes) -> bool:
     return bool(rates) and any(f'"type":"{name}"'.encode() in body for name in rates)
 
 
-def _with_wait_reason(body: bytes, client: ApiClient) -> bytes:
-    """A queued job's body with its wait_reason told on read, parsed only when its client's cap
-    or its concurrency key could be what holds it (selectors.refine_wait_reasons)."""
-    if b'"wait_reason":"capacity"' not in body or (
+def _needs_wait_reason(body: bytes, client: ApiClient) -> bool:
+    """Whether a queued job's wait_reason must be told on read (a database read): only when its
+    client's cap or its concurrency key could be what holds it (selectors.refine_wait_reasons)."""
+    return b'"wait_reason":"capacity"' in body and not (
         client.max_running_jobs is None
         and b'"concurrency_key":null' in body
         and not _rate_limited_type(body)
-    ):
+    )
+
+
+def _with_wait_reason(body: bytes, client: ApiClient) -> bytes:
+    """The job's body with its wait_reason told on read, when it needs to be."""
+    if not _needs_wait_reason(body, client):
         return body
     [job] = selectors.refine_wait_reasons([orjson.loads(body)], client=client)
     return orjson.dumps(job)
