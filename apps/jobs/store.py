@@ -46,12 +46,15 @@ from apps.jobs.models import Job, JobEvent, JobStatus, RateWindow, RunningCount
 
 __all__ = [
     "TRANSITIONS",
+    "Change",
     "Event",
     "EventKind",
     "JobChanges",
     "JobMatch",
     "change_due_jobs",
     "change_job",
+    "change_jobs",
+    "claim_next_jobs",
     "ensure_client_count",
     "insert_jobs",
     "use_outbox",
@@ -65,7 +68,8 @@ class EventKind(StrEnum):
     """What a JobEvent records. Each kind is produced by the services named beside it."""
 
     CREATED = "created"  # job_submit, job_submit_batch
-    CLAIMED = "claimed"  # job_claim_next, job_start
+    CLAIMED = "claimed"  # job_claim_next, jobs_record_and_claim, job_start
+    RELEASED = "released"  # jobs_record_and_claim (claimed jobs a worker gives back unstarted)
     SUCCEEDED = "succeeded"  # job_succeed
     ATTEMPT_FAILED = "attempt_failed"  # job_fail, jobs_recover_stale
     CANCELED = "canceled"  # job_cancel (a waiting job)
@@ -82,6 +86,7 @@ _OK, _FAIL, _CANCEL = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
 TRANSITIONS: dict[EventKind, frozenset[tuple[str, str]]] = {
     EventKind.CREATED: frozenset({("", _Q), ("", _S)}),
     EventKind.CLAIMED: frozenset({(_Q, _RUN)}),
+    EventKind.RELEASED: frozenset({(_RUN, _Q)}),
     EventKind.SUCCEEDED: frozenset({(_RUN, _OK)}),
     # A failed attempt is retried (now or after its backoff), fails the job, or ends a job whose
     # cancel was requested meanwhile.
@@ -130,6 +135,20 @@ class JobChanges(TypedDict, total=False):
     cancel_requested: bool
     worker: str
     task_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """One change of one job, for ``change_jobs`` (the arguments of ``change_job`` without a
+    claim)."""
+
+    where: JobMatch
+    changes: JobChanges
+    event: Event | None
+    count_attempt: bool = False
+    bump_version: bool = True
+    webhook_event: str | None = None
+    at: datetime | None = None
 
 
 class Outbox(Protocol):
@@ -413,6 +432,39 @@ def _params(
     return params
 
 
+def _prepared(
+    change: Change, connection: Any, *, claim: bool = False, async_commit: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of one change (``claim``: of the next claimable job)."""
+    where, changes, event, webhook_event = (
+        change.where,
+        change.changes,
+        change.event,
+        change.webhook_event,
+    )
+    _check(event, where, changes)
+    statement = _update_statement(
+        selector="next_in_queue" if claim else "id",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=change.count_attempt,
+        bump_version=change.bump_version,
+        event=event is not None,
+        webhook=webhook_event is not None,
+        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
+        async_commit=async_commit,
+        release=where.get("status") == JobStatus.RUNNING
+        and changes.get("status", JobStatus.RUNNING) != JobStatus.RUNNING,
+    )
+    params = _params(connection, where, changes, event)
+    if webhook_event is not None:
+        when = change.at or (event.at if event is not None else None)
+        if when is None:
+            raise ValueError("a webhook event needs its time")
+        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
+    return statement, params
+
+
 def change_job(
     *,
     where: JobMatch,
@@ -438,41 +490,95 @@ def change_job(
     standalone change skip waiting for its WAL flush: only for a change whose loss in a
     database crash is repaired anyway (a lost claim puts the job back in the queue).
     """
-    _check(event, where, changes)
-    connection = connections["default"]
-    statement = _update_statement(
-        selector="next_in_queue" if next_in_queue is not None else "id",
-        where=tuple(where),
-        sets=tuple(changes),
+    change = Change(
+        where=where,
+        changes=changes,
+        event=event,
         count_attempt=count_attempt,
         bump_version=bump_version,
-        event=event is not None,
-        webhook=webhook_event is not None,
-        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
-        async_commit=async_commit,
-        release=where.get("status") == JobStatus.RUNNING
-        and changes.get("status", JobStatus.RUNNING) != JobStatus.RUNNING,
+        webhook_event=webhook_event,
+        at=at,
     )
-    params = _params(connection, where, changes, event)
     if next_in_queue is not None:
-        params["queue"] = next_in_queue
-        params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
-    if webhook_event is not None:
-        when = at or (event.at if event is not None else None)
-        if when is None:
-            raise ValueError("a webhook event needs its time")
-        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
-    for _ in range(CLAIM_TRIES if next_in_queue is not None else 1):
+        claimed = claim_next_jobs(
+            queue=next_in_queue, count=1, change=change, rates=rates, async_commit=async_commit
+        )
+        return claimed[0] if claimed else None
+    connection = connections["default"]
+    statement, params = _prepared(change, connection, async_commit=async_commit)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        jobs = _to_jobs(cursor.fetchall())
+    return jobs[0] if jobs else None
+
+
+def _pipelined(connection: Any, statement: str, params: Sequence[dict[str, Any]]) -> list[Any]:
+    """Each parameter set's rows, the statements sent together (psycopg's pipeline mode: one
+    round trip for all of them) and run one after the other, each seeing the ones before."""
+    if len(params) == 1:
         with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            rows = cursor.fetchall()
-        if next_in_queue is not None and rows[0][0] is None:
-            if rows[0][-1]:
-                continue  # picked a job whose slot a concurrent claim took: pick again
-            return None
-        jobs = _to_jobs(rows)
-        return jobs[0] if jobs else None
-    return None
+            cursor.execute(statement, params[0])
+            return [cursor.fetchall()]
+    results = []
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # Django's wrapper has no ``returning``
+        raw.executemany(statement, params, returning=True)
+        while True:
+            results.append(raw.fetchall())
+            if not raw.nextset():
+                break
+    return results
+
+
+def change_jobs(changes: Sequence[Change]) -> list[Job | None]:
+    """Apply several changes, each exactly as ``change_job`` would (its event, webhook delivery
+    and released slots in its own statement), in one round trip per shape of change. Returns,
+    for each change in order, the job as changed or None. Several statements: call it inside a
+    transaction to make them one commit."""
+    connection = connections["default"]
+    shapes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for index, change in enumerate(changes):
+        statement, params = _prepared(change, connection)
+        shapes.setdefault(statement, []).append((index, params))
+    found: list[Job | None] = [None] * len(changes)
+    for statement, items in shapes.items():
+        results = _pipelined(connection, statement, [params for _, params in items])
+        for (index, _), rows in zip(items, results, strict=True):
+            jobs = _to_jobs(rows)
+            found[index] = jobs[0] if jobs else None
+    return found
+
+
+def claim_next_jobs(
+    *,
+    queue: str,
+    count: int,
+    change: Change,
+    rates: dict[str, tuple[int, int]] | None = None,
+    async_commit: bool = False,
+) -> list[Job]:
+    """Apply ``change`` to the next ``count`` claimable jobs of ``queue`` (see ``change_job``'s
+    ``next_in_queue``): the claim statement ``count`` times, sent together and run one after the
+    other, so that each chooses knowing the ones before (fair share, caps, keys and rate windows
+    exactly as ``count`` single claims would). Fewer when fewer are claimable. Several
+    statements: call it inside a transaction to make them one commit."""
+    connection = connections["default"]
+    statement, params = _prepared(change, connection, claim=True, async_commit=async_commit)
+    params["queue"] = queue
+    params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
+    claimed: list[Job] = []
+    for _ in range(CLAIM_TRIES):
+        results = _pipelined(connection, statement, [params] * (count - len(claimed)))
+        lost_slot = False
+        for rows in results:
+            if rows[0][0] is None:
+                # No job: an empty queue, or a pick whose slot a concurrent claim took.
+                lost_slot = lost_slot or bool(rows[0][-1])
+                continue
+            claimed.extend(_to_jobs(rows))
+        if claimed or not lost_slot:
+            break  # pick again only when nothing was claimed because of lost slots
+    return claimed
 
 
 def change_due_jobs(
