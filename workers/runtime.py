@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -27,6 +28,7 @@ import orjson
 from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.utils import timezone
 
 from apps.core.context import bound_job
 from apps.core.logs import sensitive_strings
@@ -292,11 +294,20 @@ class WorkerRuntime:
             self.flush()
         return job
 
-    def waiting(self) -> bool:
-        """Whether outcomes or unstarted jobs wait on the running handler."""
-        return bool(self.pending or self.held)
+    def relief_due(self) -> float | None:
+        """When ``relieve`` will have something to do for the running handler (monotonic)."""
+        with self.lock:
+            if self.running is None:
+                return None
+            due = []
+            if self.pending:
+                due.append(self.pending_since + settings.WORKER_FLUSH_DELAY_SECONDS)
+            if self.held:
+                due.append(self.running_since + settings.WORKER_HOLD_SECONDS)
+        return min(due) if due else None
 
     def _done(self, outcome: Outcome) -> None:
+        outcome = replace(outcome, at=timezone.now())
         with self.lock:
             if not self.pending:
                 self.pending_since = time.monotonic()

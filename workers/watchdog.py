@@ -43,7 +43,7 @@ class Holder(Protocol):
 
     def owned(self) -> list[Job]: ...
 
-    def waiting(self) -> bool: ...
+    def relief_due(self) -> float | None: ...
 
     def relieve(self, now: float) -> bool: ...
 
@@ -67,8 +67,9 @@ class Watchdog:
     """Watches one handler at a time (``watch`` … ``clear``) from a thread started on first use.
 
     Starting and ending a handler wakes nobody (a pool runs thousands a second): the thread
-    looks again at its next tick, every WORKER_FLUSH_DELAY_SECONDS while outcomes or claimed
-    jobs wait on the handler, else at least every quarter second.
+    looks again when the runtime will need relief (``relief_due``: outcomes waiting
+    WORKER_FLUSH_DELAY_SECONDS, claimed jobs waiting WORKER_HOLD_SECONDS on one handler), and at
+    least every quarter second; a handler that starts with relief due sooner wakes it.
     """
 
     def __init__(self, interruption: Interruption, holder: Holder) -> None:
@@ -88,12 +89,10 @@ class Watchdog:
         self, job: Job, ctx: WorkerJobContext, job_type: JobType, interruptible: bool
     ) -> None:
         watch = _Watch(job, ctx, job_type, interruptible)
+        due = self.holder.relief_due()
         with self._lock:
             self._watch = watch
-            wake = self._idle or (
-                self._wake_at > watch.started + settings.WORKER_FLUSH_DELAY_SECONDS
-                and self.holder.waiting()
-            )
+            wake = self._idle or (due is not None and due < self._wake_at)
         if wake:
             self._changed.set()
         if self._thread is None or not self._thread.is_alive():
@@ -114,11 +113,12 @@ class Watchdog:
                 self._changed.clear()
                 continue
             now = time.monotonic()
-            tick = settings.WORKER_FLUSH_DELAY_SECONDS if self.holder.waiting() else self.tick
+            due = self.holder.relief_due()
             wake_at = min(
                 watch.last_beat + self.interval,
                 watch.hard_at if watch.soft_fired else watch.soft_at,
-                now + tick,
+                now + self.tick,
+                due if due is not None else now + self.tick,
             )
             with self._lock:
                 self._wake_at = wake_at

@@ -42,16 +42,18 @@ from apps.jobs.models import (
 )
 from apps.jobs.queues import full_rate_windows
 from apps.jobs.registry import get_job_type, rate_limits
+from apps.jobs.status_cache import cache_jobs_on_commit
 from apps.jobs.store import Change, Event, EventKind, JobChanges, JobMatch
 from apps.jobs.submission import Submission, parse_submission
-from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED
+from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED, JOB_SUCCEEDED
 
 # The maintenance loop's log: recoveries are its findings.
 maintenance_logger = logging.getLogger("conveyor.maintenance")
 
 # Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
 # job as the change left it. ``previous`` is the status before; it equals job.status for changes
-# that are not transitions (progress, cancel request).
+# that are not transitions (progress, cancel request). ``cached=True``: the sender writes the
+# status cache itself, for many jobs at once (a worker's group of outcomes and claims).
 job_changed = Signal()
 
 _CAS_ATTEMPTS = 5
@@ -80,13 +82,13 @@ def _status_change(
     )
 
 
-def _apply(changes: Sequence[Change]) -> list[Job | None]:
+def _apply(changes: Sequence[Change], *, cached: bool = False) -> list[Job | None]:
     """Make status changes (one round trip per shape of change) and announce those that
-    happened."""
+    happened (``cached``: the caller writes them to the status cache)."""
     jobs = store.change_jobs(changes)
     for change, job in zip(changes, jobs, strict=True):
         if job is not None:
-            _changed(job, change.where["status"])
+            _changed(job, change.where["status"], cached=cached)
     return jobs
 
 
@@ -380,7 +382,9 @@ def _claim_change(worker: str, task_id: str, where: JobMatch) -> Change:
     )
 
 
-def _claim_next(queue: str, count: int, worker: str, task_id: str, *, alone: bool) -> list[Job]:
+def _claim_next(
+    queue: str, count: int, worker: str, task_id: str, *, alone: bool, cached: bool = False
+) -> list[Job]:
     """Claim up to ``count`` jobs of ``queue``. ``alone``: the claim is its transaction's only
     write, which may then skip waiting for its WAL flush (a claim lost in a database crash only
     puts the job back in the queue, where it runs again)."""
@@ -389,7 +393,7 @@ def _claim_next(queue: str, count: int, worker: str, task_id: str, *, alone: boo
         queue=queue, count=count, change=change, rates=rate_limits(), async_commit=alone
     )
     for job in jobs:
-        _changed(job, JobStatus.QUEUED)
+        _changed(job, JobStatus.QUEUED, cached=cached)
     return jobs
 
 
@@ -621,7 +625,8 @@ def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
 class Outcome:
     """How a worker's attempt of ``job`` ended, before it is recorded: ``succeeded`` (with
     ``result``), ``canceled`` (the handler honoured a cancel request) or ``failed`` (``code``,
-    ``message``, ``retryable``, decided by ``failure_outcome`` when recorded)."""
+    ``message``, ``retryable``, decided by ``failure_outcome`` when recorded). ``at``: when
+    the handler ended (the job's ``finished_at``; default: when it is recorded)."""
 
     job: Job
     status: str
@@ -629,10 +634,11 @@ class Outcome:
     code: str = ""
     message: str = ""
     retryable: bool = False
+    at: datetime | None = None
 
 
 def _outcome_change(outcome: Outcome, now: datetime) -> Change:
-    job = outcome.job
+    job, now = outcome.job, outcome.at or now
     if outcome.status == JobStatus.SUCCEEDED:
         return _success(job, outcome.result, now)
     if outcome.status == JobStatus.CANCELED:
@@ -698,23 +704,41 @@ def jobs_record_and_claim(
     metrics and wake-ups follow it (``job_changed`` receivers run on commit)."""
     now = timezone.now()
     with transaction.atomic():
-        changes = [_outcome_change(outcome, now) for outcome in outcomes]
+        # Successes: one statement for all of them (store.succeed_jobs).
+        wins = [o for o in outcomes if o.status == JobStatus.SUCCEEDED]
+        won = store.succeed_jobs(
+            [(o.job, o.result if o.result is not None else {}, o.at or now) for o in wins],
+            webhook_event=JOB_SUCCEEDED,
+            at=now,
+        )
+        for winner in won.values():
+            _changed(winner, JobStatus.RUNNING, cached=True)
+        # The rest (failures, honoured cancels, give-backs): one round trip per shape.
+        others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
+        changes = [_outcome_change(outcome, now) for outcome in others]
         changes += [_give_back(job, now) for job in give_back]
-        done = _apply(changes)
-        recorded = done[: len(outcomes)]
+        done = _apply(changes, cached=True)
+        ended = dict(zip(map(id, others), done, strict=False))
+        recorded: list[Job | None] = [
+            won.get(o.job.pk) if o.status == JobStatus.SUCCEEDED else ended[id(o)] for o in outcomes
+        ]
         for index, (outcome, job) in enumerate(zip(outcomes, recorded, strict=True)):
             if job is None and outcome.status == JobStatus.FAILED:
                 # A cancel request may have landed since the claim: decided again on a re-read.
                 recorded[index] = job_record(outcome)
             elif job is not None and job.status == JobStatus.QUEUED:
                 publish_on_commit([job])
-        given = [job for job in done[len(outcomes) :] if job is not None]
+        given = [job for job in done[len(others) :] if job is not None]
         if given:
             publish_on_commit(given)
         claimed = []
         if claim is not None:
-            alone = not changes
-            claimed = _claim_next(claim.queue, claim.size, claim.worker, claim.task_id, alone=alone)
+            alone = not outcomes and not give_back
+            claimed = _claim_next(
+                claim.queue, claim.size, claim.worker, claim.task_id, alone=alone, cached=True
+            )
+        # One write to the status cache for all of them, once committed.
+        cache_jobs_on_commit([*won.values(), *(j for j in (*done, *claimed) if j is not None)])
     return recorded, claimed
 
 

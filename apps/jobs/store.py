@@ -57,6 +57,7 @@ __all__ = [
     "claim_next_jobs",
     "ensure_client_count",
     "insert_jobs",
+    "succeed_jobs",
     "use_outbox",
 ]
 
@@ -168,6 +169,7 @@ def use_outbox(outbox: Outbox) -> None:
     """Write webhook deliveries with ``outbox``'s SQL (the webhooks app, at start-up)."""
     _outbox[:] = [outbox]
     _update_statement.cache_clear()
+    _succeed_statement.cache_clear()
 
 
 def _the_outbox() -> Outbox:
@@ -269,6 +271,28 @@ RELEASE_SLOTS = (
     'released AS (UPDATE {counts} k SET "running" = k."running" - 1 FROM t '
     'WHERE k."client_id" = t."client_id" AND ((t."key_slot" AND k."key" = t."concurrency_key") '
     'OR (t."client_slot" AND k."key" = \'\')))'
+)
+# The same for many runs ended by one statement: a RunningCount row shared by several of them
+# goes down by their number (an UPDATE … FROM changes each row once, whatever the matches).
+RELEASE_MANY_SLOTS = (
+    'released AS (UPDATE {counts} k SET "running" = k."running" - r.n FROM '
+    '(SELECT t."client_id", s.key, count(*) AS n FROM t CROSS JOIN LATERAL '
+    '(SELECT t."concurrency_key" WHERE t."key_slot" UNION ALL SELECT \'\' WHERE t."client_slot") '
+    's(key) GROUP BY 1, 2) r WHERE k."client_id" = r."client_id" AND k."key" = r.key)'
+)
+# Many running attempts succeed in one statement (``succeed_jobs``): each row of the jsonb
+# parameter names a job, the attempt it must still be in, its result and its finish time.
+SUCCEED_MANY = (
+    'WITH v AS (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v("id" uuid, '
+    '"attempts" int, "result" jsonb, "finished" timestamptz)), '
+    't AS (UPDATE {table} j SET "status" = \'succeeded\', "result" = v."result", "error" = NULL, '
+    '"finished_at" = v."finished", "heartbeat_at" = NULL, "version" = j."version" + 1 FROM v '
+    'WHERE j."id" = v."id" AND j."status" = \'running\' AND j."attempts" = v."attempts" '
+    "RETURNING {returning}), "
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT "id", \'running\', "status", "attempts", "finished_at", \'{{}}\'::jsonb FROM t), '
+    "{release}, {outbox} "
+    "SELECT {columns}, (SELECT count(*) FROM outbox_n) FROM t"
 )
 # Jobs of a status whose run_at has come, oldest first, skipping rows others are changing.
 # "= ANY(ARRAY(…))" runs the subquery once ("IN (…)" may be planned as a join that re-runs it).
@@ -579,6 +603,45 @@ def claim_next_jobs(
         if claimed or not lost_slot:
             break  # pick again only when nothing was claimed because of lost slots
     return claimed
+
+
+@cache
+def _succeed_statement() -> str:
+    names = _names()
+    return SUCCEED_MANY.format(
+        returning=", ".join(f"j.{_quote(str(f.column))}" for f in _fields()),
+        release=RELEASE_MANY_SLOTS.format(**names),
+        outbox=_the_outbox().delivery_statement(throttled=False),
+        **names,
+    )
+
+
+def succeed_jobs(
+    succeeded: Sequence[tuple[Job, dict[str, Any], datetime]], *, webhook_event: str, at: datetime
+) -> dict[Any, Job]:
+    """Record the success of several running attempts in one statement: for each (job as
+    claimed, result, finish time), the job ``succeeded`` if it is still ``running`` in that
+    attempt, with its event, its released slots and (when it subscribes) its ``webhook_event``
+    delivery stamped ``at``. Returns the changed jobs by id (an attempt that lost its job is
+    not among them)."""
+    _check(Event(kind=EventKind.SUCCEEDED, at=at), {"status": _RUN}, {"status": _OK})
+    if not succeeded:
+        return {}
+    encoder = _field("result").encoder().default
+    rows = [
+        {
+            "id": job.pk,
+            "attempts": job.attempts,
+            "result": orjson.Fragment(_encode(result, encoder)),
+            "finished": finished,
+        }
+        for job, result, finished in succeeded
+    ]
+    params: dict[str, Any] = {"rows": Jsonb(orjson.dumps(rows), dumps=_as_is)}
+    params.update(_the_outbox().delivery_params(event_type=webhook_event, at=at))
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_succeed_statement(), params)
+        return {job.pk: job for job in _to_jobs(cursor.fetchall())}
 
 
 def change_due_jobs(

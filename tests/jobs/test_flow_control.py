@@ -334,3 +334,15 @@ def test_outcomes_and_the_next_claim_are_one_transaction_and_given_back_jobs_cou
     assert again == [None]
     assert Job.objects.get(pk=done.pk).result == {"ok": 1}
     assert counts(client) == {"": 3, "k": 3}
+    # Several successes in one statement give back every slot they held, not one per row.
+    ended, _ = services.jobs_record_and_claim(
+        outcomes=[
+            services.Outcome(j, JobStatus.SUCCEEDED, result={"n": i}) for i, j in enumerate(claimed)
+        ]
+    )
+    assert [(j.status, j.result) for j in ended if j] == [
+        (JobStatus.SUCCEEDED, {"n": i}) for i in range(3)
+    ]
+    assert counts(client) == {"": 0, "k": 0}
+    for job in claimed:
+        assert JobEvent.objects.filter(job_id=job.pk, to_status="succeeded").count() == 1
