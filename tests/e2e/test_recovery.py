@@ -118,6 +118,9 @@ def warm_up(client: ApiClient, n: int = 40) -> None:
     [jobs] = submit_batch(client, (n, "normal", 0))
     for job in jobs:
         wait_status(job, TERMINAL)
+    # Let the batch's other wake-ups find the queue empty: one of them claiming while the next
+    # batch commits would take only the part it sees.
+    time.sleep(1)
 
 
 def test_sigkill_of_a_worker_holding_a_claimed_batch_and_unrecorded_outcomes(
@@ -162,10 +165,12 @@ def test_sigkill_of_a_worker_holding_a_claimed_batch_and_unrecorded_outcomes(
     assert all(finished_once(job) for job in batch)
     # Every job held by the killed process ran again once, as a second attempt.
     assert {job.attempts for job in done} == {2}
+    # (The survivor may also give back jobs claimed behind the long one: not failures.)
     lost = JobEvent.objects.filter(
         job_id__in=[j.pk for j in batch],
         from_status="running",
         to_status__in=[JobStatus.QUEUED, JobStatus.RETRYING],
+        details__has_key="error",
     )
     assert {event.details["error"]["code"] for event in lost} == {"worker_lost"}
     assert lost.count() == len(batch)
