@@ -98,8 +98,9 @@ def _final_status(job: Job, recorded: Job | None) -> str:
 
 
 class _Estimates:
-    """How long handlers took in this process lately (moving averages, per queue and per job
-    type): what sizes a claim and tells whether the next job is worth waiting for."""
+    """How long jobs took in this process lately (moving averages): per queue, a job's whole
+    turn (context, watchdog, handler, outcome), which sizes a claim; per job type, its handler,
+    which tells whether the next job is worth waiting for."""
 
     WEIGHT = 0.2
 
@@ -108,10 +109,9 @@ class _Estimates:
         self.by_type: dict[str, float] = {}
         self.last_claim: dict[str, int] = {}
 
-    def note(self, job: Job, seconds: float) -> None:
-        for table, name in ((self.by_queue, job.queue), (self.by_type, job.type)):
-            known = table.get(name)
-            table[name] = seconds if known is None else known + self.WEIGHT * (seconds - known)
+    def note(self, table: dict[str, float], name: str, seconds: float) -> None:
+        known = table.get(name)
+        table[name] = seconds if known is None else known + self.WEIGHT * (seconds - known)
 
     def batch_size(self, queue: str, most: int) -> int:
         """Jobs to claim at once: as many as run within WORKER_BATCH_RUN_SECONDS, one at a time
@@ -195,7 +195,7 @@ class WorkerRuntime:
                     result = job_type.handler(ctx, dict(job.input))
             finally:
                 self.watchdog.clear()
-                self.estimates.note(job, time.perf_counter() - began)
+                self.estimates.note(self.estimates.by_type, job.type, time.perf_counter() - began)
         except JobCanceled:
             job.cancel_requested = job.cancel_requested or ctx.cancel_flag
             if job.cancel_requested:
@@ -346,7 +346,9 @@ class WorkerRuntime:
                         return self._tally()
                     self.estimates.last_claim[queue] = len(claimed)
                     continue
+                began = time.perf_counter()
                 self._done(self._attempt(job))
+                self.estimates.note(self.estimates.by_queue, queue, time.perf_counter() - began)
                 ran += 1
         finally:
             # Whatever ends the run (the budget, an error): record what finished, give back
