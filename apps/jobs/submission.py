@@ -171,12 +171,8 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
                 errors[f"metadata.{key}"] = [f"Values are strings of at most {METADATA_VALUE_MAX}."]
 
     concurrency_key = data.get("concurrency_key")
-    concurrency_limit = None  # null is "not given", as the document says
-    if data.get("concurrency_limit") is not None:
-        concurrency_limit = _bounded_int(
-            data, "concurrency_limit", 1, CONCURRENCY_LIMIT_MAX, errors
-        )
-    if concurrency_key is not None:
+    concurrency_limit = _bounded_int(data, "concurrency_limit", 1, CONCURRENCY_LIMIT_MAX, errors)
+    if "concurrency_key" in data:
         if not isinstance(concurrency_key, str) or not CONCURRENCY_KEY.fullmatch(concurrency_key):
             errors["concurrency_key"] = ["Must be 1-200 printable ASCII characters."]
         elif concurrency_limit is None and "concurrency_limit" not in errors:

@@ -217,16 +217,27 @@ def test_a_rate_must_be_well_formed() -> None:
     assert parse_rate("600/m") == (600, 60)
 
 
-def test_null_flow_control_options_mean_not_given() -> None:
+def test_flow_control_options_follow_the_submission_rules() -> None:
+    """Like every optional field of a submission: left out, or a value of its type (null is
+    refused); a limit defaults to 1 with a key and has no effect without one."""
     client = ApiClientFactory()
-    body = job_to_dict(submit(client, concurrency_key=None, concurrency_limit=None))
-    assert (body["concurrency_key"], body["concurrency_limit"]) == (None, None)
-    keyed = job_to_dict(submit(client, concurrency_key="k", concurrency_limit=None))
-    assert keyed["concurrency_limit"] == 1
+    nulls = {
+        "concurrency_key": {"concurrency_key": None},
+        "concurrency_limit": {"concurrency_key": "k", "concurrency_limit": None},
+    }
+    for field, options in nulls.items():
+        with pytest.raises(ValidationFailed) as refused:
+            submit(client, **options)
+        assert set(refused.value.details) == {field}
+    plain = job_to_dict(submit(client))
+    assert (plain["concurrency_key"], plain["concurrency_limit"]) == (None, None)
+    assert job_to_dict(submit(client, concurrency_key="k"))["concurrency_limit"] == 1
     assert (
         job_to_dict(submit(client, concurrency_key="k", concurrency_limit=4.0))["concurrency_limit"]
         == 4
     )
+    unkeyed = job_to_dict(submit(client, concurrency_limit=3))
+    assert (unkeyed["concurrency_key"], unkeyed["concurrency_limit"]) == (None, None)
 
 
 # --- Claims of several jobs at once (workers/runtime.py claims in batches) ----------------------

@@ -94,17 +94,15 @@ class JobSubmitDoc(serializers.Serializer):
     concurrency_key = serializers.RegexField(
         r"^[\x20-\x7e]{1,200}$",
         required=False,
-        allow_null=True,
         min_length=1,
         max_length=200,
-        help_text="At most concurrency_limit of your jobs with this key run at once; null: none.",
+        help_text="At most concurrency_limit of your jobs with this key run at once.",
     )
     concurrency_limit = serializers.IntegerField(
         required=False,
-        allow_null=True,
         min_value=1,
         max_value=1000,
-        help_text="Default 1 with a key (null too); ignored without one.",
+        help_text="Default 1 with a concurrency_key; without one it has no effect.",
     )
 
 
