@@ -648,27 +648,32 @@ class Bench:
         workers, scheduler = self.start_workers(), self.start_scheduler()
         try:
             time.sleep(1)
-            count, rate = self.args.latency_jobs, self.args.latency_rate
-            submitted: dict[str, float] = {}
-            for index in range(count):
-                started = time.time()
-                submitted[self.http("POST", "/api/v1/jobs", ECHO)["id"]] = started
-                progress("submit→succeeded", index + 1, count)
-                time.sleep(max(0.0, 1 / rate - (time.time() - started)))
-            rows = self._wait_finished(set(submitted), "latency: draining")
-            latencies = [(rows[i][1] - submitted[i]) * 1000 for i in submitted]
-            waits = [(rows[i][0] - submitted[i]) * 1000 for i in submitted]
-            self.results["latency"] = {
-                "jobs": count,
-                "rate_per_s": rate,
-                "p50_ms": percentile(latencies, 50),
-                "p99_ms": percentile(latencies, 99),
-                "submit_to_start_p50_ms": percentile(waits, 50),
-            }
+            self.results["latency"] = self._paced_latency("submit→succeeded")
         finally:
             self.stop(workers)
             self.stop(scheduler)
         self.reset_jobs()
+
+    def _paced_latency(self, label: str) -> dict[str, Any]:
+        """``--latency-jobs`` echo jobs submitted one by one at ``--latency-rate``/s while a pool
+        runs: submit (client side, before the POST) → ``finished_at`` percentiles."""
+        count, rate = self.args.latency_jobs, self.args.latency_rate
+        submitted: dict[str, float] = {}
+        for index in range(count):
+            started = time.time()
+            submitted[self.http("POST", "/api/v1/jobs", ECHO)["id"]] = started
+            progress(label, index + 1, count)
+            time.sleep(max(0.0, 1 / rate - (time.time() - started)))
+        rows = self._wait_finished(set(submitted), f"{label}: draining")
+        latencies = [(rows[i][1] - submitted[i]) * 1000 for i in submitted]
+        waits = [(rows[i][0] - submitted[i]) * 1000 for i in submitted]
+        return {
+            "jobs": count,
+            "rate_per_s": rate,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "submit_to_start_p50_ms": percentile(waits, 50),
+        }
 
     def _wait_finished(self, ids: set[str] | None, label: str, total: int | None = None) -> Any:
         total = total if total is not None else len(ids or ())
@@ -775,6 +780,9 @@ class Bench:
             last = max(float(r[2]) for r in rows)
             waits = [(float(r[1]) - float(r[0])) * 1000 for r in rows]
             runs = [(float(r[2]) - float(r[1])) * 1000 for r in rows]
+            self.reset_jobs()
+            # At a modest rate, the same pool: what one job waits for, submit → succeeded.
+            paced = self._paced_latency("pipeline: paced submit→succeeded")
         finally:
             self.stop(workers)
             self.stop(scheduler)
@@ -790,6 +798,7 @@ class Bench:
             "queue_wait_p99_ms": percentile(waits, 99),
             "run_time_p50_ms": percentile(runs, 50),
             "run_time_p99_ms": percentile(runs, 99),
+            "paced": paced,
         }
         self.reset_jobs()
 
@@ -1179,7 +1188,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{r['drain_jobs_per_s']:.0f} jobs/s "
                 f"({r['jobs']} jobs, {r['worker_processes']} processes)",
                 f"{r['ratio_to_bare_celery']:.2f} x bare Celery "
-                f"{r['bare_celery_jobs_per_s']:.0f}/s (target ≥ 0.6)",
+                f"{r['bare_celery_jobs_per_s']:.0f}/s (target ≥ 1.5)",
             )
         )
         rows.append(
@@ -1188,6 +1197,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{r['end_to_end_jobs_per_s']:.0f} jobs/s; wait p50 "
                 f"{r['queue_wait_p50_ms']:.0f} ms, run p50 {r['run_time_p50_ms']:.2f} ms",
                 "first submit → last succeeded",
+            )
+        )
+        p = r["paced"]
+        rows.append(
+            (
+                "pipeline submit → succeeded",
+                f"p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms "
+                f"({p['jobs']} jobs at {p['rate_per_s']}/s)",
+                "target p50 < 20 ms",
             )
         )
     if "webhooks" in results:

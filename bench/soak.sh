@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Repeat the tests that kill things (SIGKILL of a worker mid-job, SIGTERM with jobs in flight,
+# Repeat the tests that kill things (SIGKILL of a worker mid-job, SIGKILL of a worker holding a
+# claimed batch and unrecorded outcomes, SIGTERM with jobs in flight,
 # a Redis restart without persistence, a poison job) N times, default 20, and report how many
 # runs passed. Each test asserts that every job reached a terminal status exactly once, so a
 # failing run is a lost or doubly-finished job. `make soak` (SOAK_RUNS=20).
@@ -16,5 +17,5 @@ for i in $(seq 1 "$runs"); do
     echo "run $i/$runs: FAIL (details in $log)"
   fi
 done
-echo "kill tests: $passed of $runs runs passed (each run: 5 scenarios; log: $log)"
+echo "kill tests: $passed of $runs runs passed (each run: 6 scenarios; log: $log)"
 [ "$passed" -eq "$runs" ]

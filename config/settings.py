@@ -343,6 +343,15 @@ JOB_PURGE_EVERY_SECONDS = env.float("JOB_PURGE_EVERY_SECONDS", default=5.0)
 # a fresh wake-up: a backlog never pins one process, and a warm shutdown waits for one job only.
 WORKER_DRAIN_SECONDS = env.float("WORKER_DRAIN_SECONDS", default=1.0)
 WORKER_DRAIN_MAX_JOBS = env.int("WORKER_DRAIN_MAX_JOBS", default=1000)
+# Claims and outcomes in groups (workers/runtime.py; docs/architecture.md, "Workers"). A claim
+# takes as many jobs as this process ran in WORKER_BATCH_RUN_SECONDS lately (moving average of
+# the queue's handlers), at most WORKER_CLAIM_BATCH_MAX; one at a time for slow queues. Outcomes
+# wait at most WORKER_FLUSH_DELAY_SECONDS to be recorded with others (one durable commit per
+# group); jobs claimed behind a handler that has run WORKER_HOLD_SECONDS are given back.
+WORKER_CLAIM_BATCH_MAX = env.int("WORKER_CLAIM_BATCH_MAX", default=32)
+WORKER_BATCH_RUN_SECONDS = env.float("WORKER_BATCH_RUN_SECONDS", default=0.005)
+WORKER_FLUSH_DELAY_SECONDS = env.float("WORKER_FLUSH_DELAY_SECONDS", default=0.005)
+WORKER_HOLD_SECONDS = env.float("WORKER_HOLD_SECONDS", default=0.1)
 # At most this many wake-ups for jobs queued together: set it to the number of worker
 # processes that serve a queue, so a batch engages all of them.
 WORKER_WAKEUP_FANOUT = env.int("WORKER_WAKEUP_FANOUT", default=16)

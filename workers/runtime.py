@@ -16,9 +16,11 @@ workers/watchdog.py). The webhook pool's loop is workers/webhook_drain.py.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -26,12 +28,13 @@ import orjson
 from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.utils import timezone
 
 from apps.core.context import bound_job
 from apps.core.logs import sensitive_strings
 from apps.jobs import services
 from apps.jobs.dispatch import publish_wakeup_in, publish_wakeups
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobStatus
 from apps.jobs.registry import (
     JobCanceled,
     JobType,
@@ -39,6 +42,7 @@ from apps.jobs.registry import (
     RetryableError,
     get_job_type,
 )
+from apps.jobs.services import Outcome
 from workers.context import JobTimeout, WorkerJobContext
 from workers.interruption import Interruption
 from workers.watchdog import Watchdog
@@ -80,30 +84,88 @@ def _result_problem(result: Any) -> str | None:
 
 def _failure(
     job: Job, ctx: WorkerJobContext | None, code: str, message: str, *, retryable: bool
-) -> Callable[[], Job | None]:
+) -> Outcome:
     if ctx is not None:
         job.cancel_requested = job.cancel_requested or ctx.cancel_flag
-    return lambda: services.job_fail(job=job, code=code, message=message, retryable=retryable)
+    return Outcome(job, JobStatus.FAILED, code=code, message=message, retryable=retryable)
 
 
-def _finish(job: Job, outcome: Callable[[], Job | None]) -> str:
-    finished = _with_db_retries(outcome, what=f"recording the outcome of job {job.pk}")
-    if finished is None:
+def _final_status(job: Job, recorded: Job | None) -> str:
+    if recorded is None:
         logger.warning("job %s attempt %s lost its claim; outcome discarded", job.pk, job.attempts)
         return "lost"
-    return str(finished.status)
+    return str(recorded.status)
+
+
+class _Estimates:
+    """How long jobs took in this process lately (moving averages): per queue, a job's whole
+    turn (context, watchdog, handler, outcome), which sizes a claim; per job type, its handler,
+    which tells whether the next job is worth waiting for."""
+
+    WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self.by_queue: dict[str, float] = {}
+        self.by_type: dict[str, float] = {}
+        self.last_claim: dict[str, int] = {}
+
+    def note(self, table: dict[str, float], name: str, seconds: float) -> None:
+        known = table.get(name)
+        table[name] = seconds if known is None else known + self.WEIGHT * (seconds - known)
+
+    def batch_size(self, queue: str, most: int) -> int:
+        """Jobs to claim at once: as many as run within WORKER_BATCH_RUN_SECONDS, one at a time
+        for a queue whose jobs are slow or not yet seen here; and at most twice what the last
+        claim of the queue that found any found, so that a shallow queue costs few claims that
+        find nothing (a deep one is reached in a few rounds: 1, 2, 4, … 32)."""
+        mean = self.by_queue.get(queue)
+        if mean is None:
+            return 1
+        fits = int(settings.WORKER_BATCH_RUN_SECONDS / max(mean, 1e-6))
+        deep = 2 * self.last_claim.get(queue, 0)
+        return max(1, min(settings.WORKER_CLAIM_BATCH_MAX, most, fits, deep))
+
+    def slow(self, job: Job) -> bool:
+        """Whether ``job`` may run longer than the grouping delay (unknown types may)."""
+        mean = self.by_type.get(job.type)
+        return mean is None or mean > settings.WORKER_FLUSH_DELAY_SECONDS
 
 
 class WorkerRuntime:
     """Runs claimed jobs in this process, one at a time (a pool process runs one handler, on
-    its main thread), each watched by the process's watchdog."""
+    its main thread), each watched by the process's watchdog.
+
+    What the process holds, under ``lock`` (the watchdog thread reads and empties it too):
+    ``held``, jobs claimed and not yet started, in claim order; ``running``, the job whose
+    handler runs; ``pending``, outcomes not yet recorded. All of them are ``running`` rows whose
+    heartbeat the watchdog stamps (``owned``), so none is taken back by the maintenance loop
+    while this process lives, and all are taken back if it dies.
+    """
 
     def __init__(self) -> None:
         self.interruption = Interruption()
-        self.watchdog = Watchdog(self.interruption)
+        self.watchdog = Watchdog(self.interruption, self)
+        self.estimates = _Estimates()
+        self.lock = threading.Lock()
+        self.held: deque[Job] = deque()
+        self.running: Job | None = None
+        self.running_since = 0.0
+        self.pending: list[Outcome] = []
+        self.pending_since = 0.0
+        self.finished: Counter[str] = Counter()
+
+    # --- one job ----------------------------------------------------------------------------
 
     def run_claimed(self, job: Job) -> str:
-        """Run one claimed (``running``) job and record its outcome. Returns the final status.
+        """Run one claimed (``running``) job and record its outcome. Returns the final status."""
+        outcome = self._attempt(job)
+        recorded = _with_db_retries(
+            lambda: services.job_record(outcome), what=f"recording the outcome of job {job.pk}"
+        )
+        return _final_status(job, recorded)
+
+    def _attempt(self, job: Job) -> Outcome:
+        """Run the handler of a claimed job: its outcome, not yet recorded.
 
         Log lines and Sentry events of the attempt carry the job's id and the id of the request
         that submitted it (wake-up messages name no job, so the id comes from the row).
@@ -115,16 +177,16 @@ class WorkerRuntime:
             else ()
         )
         with bound_job(job, sensitive):
-            return self._run_claimed(job, job_type)
+            return self._run_handler(job, job_type)
 
-    def _run_claimed(self, job: Job, job_type: JobType | None) -> str:
+    def _run_handler(self, job: Job, job_type: JobType | None) -> Outcome:
         if job_type is None:
             # A worker deployed without this type (a rolling deploy, a missing module): retried,
             # so that a worker that knows the type can run it.
             message = f"this worker does not know job type {job.type!r}"
-            return _finish(job, _failure(job, None, "unknown_job_type", message, retryable=True))
+            return _failure(job, None, "unknown_job_type", message, retryable=True)
         ctx = WorkerJobContext(job)
-        outcome: Callable[[], Job | None]
+        began = time.perf_counter()
         try:
             interruptible = self.interruption.install()
             self.watchdog.watch(job, ctx, job_type, interruptible)
@@ -133,31 +195,26 @@ class WorkerRuntime:
                     result = job_type.handler(ctx, dict(job.input))
             finally:
                 self.watchdog.clear()
+                self.estimates.note(self.estimates.by_type, job.type, time.perf_counter() - began)
         except JobCanceled:
             job.cancel_requested = job.cancel_requested or ctx.cancel_flag
             if job.cancel_requested:
-                outcome = lambda: services.job_finish_canceled(job=job)  # noqa: E731
-            else:
-                message = "the handler stopped itself"
-                outcome = _failure(job, ctx, "canceled", message, retryable=False)
+                return Outcome(job, JobStatus.CANCELED)
+            return _failure(job, ctx, "canceled", "the handler stopped itself", retryable=False)
         except PermanentError as exc:
-            outcome = _failure(job, ctx, exc.code, exc.message, retryable=False)
+            return _failure(job, ctx, exc.code, exc.message, retryable=False)
         except (JobTimeout, SoftTimeLimitExceeded):
             message = f"the job ran over its timeout of {job.timeout_seconds}s"
-            outcome = _failure(job, ctx, "timeout", message, retryable=job_type.retry_on_timeout)
+            return _failure(job, ctx, "timeout", message, retryable=job_type.retry_on_timeout)
         except RetryableError as exc:
-            outcome = _failure(job, ctx, exc.code, exc.message, retryable=True)
+            return _failure(job, ctx, exc.code, exc.message, retryable=True)
         except Exception as exc:
             logger.exception("job %s (%s) raised", job.pk, job.type)
-            message = f"{type(exc).__name__}: {exc}"
-            outcome = _failure(job, ctx, "error", message, retryable=True)
-        else:
-            problem = _result_problem(result)
-            if problem:
-                outcome = _failure(job, ctx, "invalid_result", problem, retryable=False)
-            else:
-                outcome = lambda: services.job_succeed(job=job, result=result)  # noqa: E731
-        return _finish(job, outcome)
+            return _failure(job, ctx, "error", f"{type(exc).__name__}: {exc}", retryable=True)
+        problem = _result_problem(result)
+        if problem:
+            return _failure(job, ctx, "invalid_result", problem, retryable=False)
+        return Outcome(job, JobStatus.SUCCEEDED, result=result)
 
     def execute(self, job_id: str, *, worker: str = "", task_id: str = "") -> str:
         """Claim one particular job and run it (tests, and tools that target a job)."""
@@ -167,27 +224,143 @@ class WorkerRuntime:
             return "not_queued"
         return self.run_claimed(job)
 
+    # --- a queue: claims and outcomes in groups ----------------------------------------------
+
+    def owned(self) -> list[Job]:
+        """Every job this process holds: claimed, running, or finished and not yet recorded."""
+        with self.lock:
+            jobs = [*self.held, *(outcome.job for outcome in self.pending)]
+            if self.running is not None:
+                jobs.append(self.running)
+        return jobs
+
+    def flush(
+        self, *, claim: services.ClaimRequest | None = None, give_back: bool = False
+    ) -> list[Job]:
+        """Record the pending outcomes (and give back the unstarted jobs when ``give_back``) in
+        one transaction, together with the claim of up to ``claim.size`` more jobs, which join
+        ``held``. Returns the claimed jobs. Safe from the watchdog thread: what it writes is
+        taken out of ``pending``/``held`` under the lock first."""
+        with self.lock:
+            outcomes, self.pending = self.pending, []
+            unstarted = list(self.held) if give_back else []
+            if give_back:
+                self.held.clear()
+        if not outcomes and not unstarted and claim is None:
+            return []
+        try:
+            recorded, claimed = _with_db_retries(
+                lambda: services.jobs_record_and_claim(
+                    outcomes=outcomes, give_back=unstarted, claim=claim
+                ),
+                what=f"recording {len(outcomes)} outcomes",
+            )
+        except BaseException:
+            with self.lock:
+                # Still ours and still running: recorded by the next flush, or (if this process
+                # dies first) taken back by the maintenance loop. Jobs handed to a give-back are
+                # never run here again (the give-back may have committed unseen).
+                self.pending[:0] = outcomes
+            raise
+        with self.lock:
+            for outcome, job in zip(outcomes, recorded, strict=True):
+                self.finished[_final_status(outcome.job, job)] += 1
+            self.held.extend(claimed)
+        return claimed
+
+    def relieve(self, now: float) -> bool:
+        """Called by the watchdog while a handler runs: outcomes pending longer than
+        WORKER_FLUSH_DELAY_SECONDS are recorded, and jobs claimed behind a handler that has run
+        WORKER_HOLD_SECONDS are given back for other processes to start."""
+        with self.lock:
+            if self.running is None:
+                return False
+            ran = now - self.running_since
+            late = bool(self.pending) and now - self.pending_since >= (
+                settings.WORKER_FLUSH_DELAY_SECONDS
+            )
+            stuck = bool(self.held) and ran >= settings.WORKER_HOLD_SECONDS
+        if late or stuck:
+            self.flush(give_back=stuck)
+        return late or stuck
+
+    def _next(self) -> Job | None:
+        with self.lock:
+            if not self.held:
+                return None
+            job = self.held.popleft()
+            self.running, self.running_since = job, time.monotonic()
+            pending_for = self.running_since - self.pending_since if self.pending else 0.0
+        if self.pending and (
+            pending_for >= settings.WORKER_FLUSH_DELAY_SECONDS or self.estimates.slow(job)
+        ):
+            # Never make finished jobs wait on one that may take a while.
+            self.flush()
+        return job
+
+    def relief_due(self) -> float | None:
+        """When ``relieve`` will have something to do for the running handler (monotonic)."""
+        with self.lock:
+            if self.running is None:
+                return None
+            due = []
+            if self.pending:
+                due.append(self.pending_since + settings.WORKER_FLUSH_DELAY_SECONDS)
+            if self.held:
+                due.append(self.running_since + settings.WORKER_HOLD_SECONDS)
+        return min(due) if due else None
+
+    def _done(self, outcome: Outcome) -> None:
+        outcome = replace(outcome, at=timezone.now())
+        with self.lock:
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.append(outcome)
+            self.running = None
+
     def run_queue(self, queue: str, *, worker: str = "", task_id: str = "") -> dict[str, int]:
         """Claim and run queued jobs of ``queue`` until it is empty or the budget is spent.
 
-        Returns how many jobs ended in each status. When the budget ran out first, one wake-up
-        is published for whatever is left, so other workers (or this one, later) carry on.
+        Claims take several jobs at once when this queue's jobs are short (``_Estimates``), and
+        outcomes are recorded in groups with the next claim (``flush``). Returns how many jobs
+        ended in each status. When the budget ran out first, one wake-up is published for
+        whatever is left, so other workers (or this one, later) carry on.
         """
         deadline = time.monotonic() + settings.WORKER_DRAIN_SECONDS
-        outcomes: Counter[str] = Counter()
-        for _ in range(settings.WORKER_DRAIN_MAX_JOBS):
-            job = services.job_claim_next(queue=queue, worker=worker, task_id=task_id)
-            if job is None:
-                # Jobs that wait on a rate limit are woken when their window ends.
-                wait = services.rate_limited_wait(queue)
-                if wait is not None:
-                    publish_wakeup_in(queue, wait)
-                return dict(outcomes)
-            outcomes[self.run_claimed(job)] += 1
-            if time.monotonic() >= deadline:
-                break
+        budget = settings.WORKER_DRAIN_MAX_JOBS
+        ran = 0
+        try:
+            while True:
+                job = self._next()
+                if job is None:
+                    if ran >= budget or time.monotonic() >= deadline:
+                        break
+                    size = self.estimates.batch_size(queue, budget - ran)
+                    claim = services.ClaimRequest(queue, size, worker, task_id)
+                    claimed = self.flush(claim=claim)
+                    if not claimed:
+                        # Jobs that wait on a rate limit are woken when their window ends.
+                        wait = services.rate_limited_wait(queue)
+                        if wait is not None:
+                            publish_wakeup_in(queue, wait)
+                        return self._tally()
+                    self.estimates.last_claim[queue] = len(claimed)
+                    continue
+                began = time.perf_counter()
+                self._done(self._attempt(job))
+                self.estimates.note(self.estimates.by_queue, queue, time.perf_counter() - began)
+                ran += 1
+        finally:
+            # Whatever ends the run (the budget, an error): record what finished, give back
+            # what never started.
+            self.flush(give_back=True)
         publish_wakeups({queue: 1})
-        return dict(outcomes)
+        return self._tally()
+
+    def _tally(self) -> dict[str, int]:
+        with self.lock:
+            tally, self.finished = dict(self.finished), Counter()
+        return tally
 
 
 @cache

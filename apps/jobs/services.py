@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -40,16 +42,18 @@ from apps.jobs.models import (
 )
 from apps.jobs.queues import full_rate_windows
 from apps.jobs.registry import get_job_type, rate_limits
-from apps.jobs.store import Event, EventKind, JobChanges, JobMatch
+from apps.jobs.status_cache import cache_jobs_on_commit
+from apps.jobs.store import Change, Event, EventKind, JobChanges, JobMatch
 from apps.jobs.submission import Submission, parse_submission
-from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED
+from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED, JOB_SUCCEEDED
 
 # The maintenance loop's log: recoveries are its findings.
 maintenance_logger = logging.getLogger("conveyor.maintenance")
 
 # Sent inside the transaction of every change: receivers (webhook outbox, status cache) see the
 # job as the change left it. ``previous`` is the status before; it equals job.status for changes
-# that are not transitions (progress, cancel request).
+# that are not transitions (progress, cancel request). ``cached=True``: the sender writes the
+# status cache itself, for many jobs at once (a worker's group of outcomes and claims).
 job_changed = Signal()
 
 _CAS_ATTEMPTS = 5
@@ -57,6 +61,35 @@ _CAS_ATTEMPTS = 5
 
 def _changed(job: Job, previous: str, **extra: Any) -> None:
     job_changed.send(sender=Job, job=job, previous=previous, **extra)
+
+
+def _status_change(
+    job_id: Any,
+    expected: JobMatch,
+    *,
+    kind: EventKind,
+    reason: dict[str, Any] | None = None,
+    at: datetime,
+    changes: JobChanges,
+) -> Change:
+    """One status change: the conditional update, its event and (when the job subscribes to
+    it) its webhook delivery."""
+    return Change(
+        where={"id": job_id, **expected},
+        changes=changes,
+        event=Event(kind=kind, at=at, details=reason or {}),
+        webhook_event=EVENT_FOR_STATUS.get(changes.get("status", "")),
+    )
+
+
+def _apply(changes: Sequence[Change], *, cached: bool = False) -> list[Job | None]:
+    """Make status changes (one round trip per shape of change) and announce those that
+    happened (``cached``: the caller writes them to the status cache)."""
+    jobs = store.change_jobs(changes)
+    for change, job in zip(changes, jobs, strict=True):
+        if job is not None:
+            _changed(job, change.where["status"], cached=cached)
+    return jobs
 
 
 def _transition(
@@ -68,17 +101,9 @@ def _transition(
     at: datetime,
     changes: JobChanges,
 ) -> Job | None:
-    """One status change: the conditional update, its event and (when the job subscribes to
-    it) its webhook delivery, announced when it happened."""
-    job = store.change_job(
-        where={"id": job_id, **expected},
-        changes=changes,
-        event=Event(kind=kind, at=at, details=reason or {}),
-        webhook_event=EVENT_FOR_STATUS.get(changes.get("status", "")),
-    )
-    if job is not None:
-        _changed(job, expected["status"])
-    return job
+    """One status change (``_status_change``), announced when it happened."""
+    change = _status_change(job_id, expected, kind=kind, reason=reason, at=at, changes=changes)
+    return _apply([change])[0]
 
 
 # --- Submission ---------------------------------------------------------------------------
@@ -364,15 +389,9 @@ def on_client_created(sender: Any, instance: ApiClient, created: bool = False, *
         store.ensure_client_count(instance.pk)
 
 
-def _claim(
-    worker: str,
-    task_id: str,
-    where: JobMatch,
-    next_in_queue: str | None = None,
-    rates: dict[str, tuple[int, int]] | None = None,
-) -> Job | None:
+def _claim_change(worker: str, task_id: str, where: JobMatch) -> Change:
     now = timezone.now()
-    job = store.change_job(
+    return Change(
         where=where,
         changes={
             "status": JobStatus.RUNNING,
@@ -383,17 +402,24 @@ def _claim(
             "task_id": task_id[:64],
         },
         count_attempt=True,
-        next_in_queue=next_in_queue,
-        rates=rates,
         event=Event(kind=EventKind.CLAIMED, at=now, details={"worker": worker} if worker else {}),
         webhook_event=JOB_STARTED,
-        # A claim lost in a database crash only puts the job back in the queue, where it runs
-        # again: no need to wait for the WAL flush.
-        async_commit=True,
     )
-    if job is not None:
-        _changed(job, JobStatus.QUEUED)
-    return job
+
+
+def _claim_next(
+    queue: str, count: int, worker: str, task_id: str, *, alone: bool, cached: bool = False
+) -> list[Job]:
+    """Claim up to ``count`` jobs of ``queue``. ``alone``: the claim is its transaction's only
+    write, which may then skip waiting for its WAL flush (a claim lost in a database crash only
+    puts the job back in the queue, where it runs again)."""
+    change = _claim_change(worker, task_id, {"status": JobStatus.QUEUED})
+    jobs = store.claim_next_jobs(
+        queue=queue, count=count, change=change, rates=rate_limits(), async_commit=alone
+    )
+    for job in jobs:
+        _changed(job, JobStatus.QUEUED, cached=cached)
+    return jobs
 
 
 def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | None:
@@ -403,15 +429,27 @@ def job_claim_next(*, queue: str, worker: str = "", task_id: str = "") -> Job | 
     each other; the ``status = queued`` condition on the UPDATE decides any remaining race.
     Returns None when nothing is queued.
     """
-    return _claim(
-        worker, task_id, {"status": JobStatus.QUEUED}, next_in_queue=queue, rates=rate_limits()
-    )
+    jobs = _claim_next(queue, 1, worker, task_id, alone=True)
+    return jobs[0] if jobs else None
 
 
 def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None:
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
-    return _claim(worker, task_id, {"id": job_id, "status": JobStatus.QUEUED, "held": False})
+    change = _claim_change(
+        worker, task_id, {"id": job_id, "status": JobStatus.QUEUED, "held": False}
+    )
+    job = store.change_job(
+        where=change.where,
+        changes=change.changes,
+        event=change.event,
+        count_attempt=True,
+        webhook_event=change.webhook_event,
+        async_commit=True,
+    )
+    if job is not None:
+        _changed(job, JobStatus.QUEUED)
+    return job
 
 
 def _running(job: Job) -> JobMatch:
@@ -420,10 +458,8 @@ def _running(job: Job) -> JobMatch:
     return {"status": JobStatus.RUNNING, "attempts": job.attempts}
 
 
-def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
-    """Record the running attempt's result. None if the attempt no longer owns the job."""
-    now = timezone.now()
-    return _transition(
+def _success(job: Job, result: dict[str, Any] | None, now: datetime) -> Change:
+    return _status_change(
         job.pk,
         _running(job),
         kind=EventKind.SUCCEEDED,
@@ -436,6 +472,11 @@ def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
             "heartbeat_at": None,
         },
     )
+
+
+def job_succeed(*, job: Job, result: dict[str, Any] | None) -> Job | None:
+    """Record the running attempt's result. None if the attempt no longer owns the job."""
+    return _apply([_success(job, result, timezone.now())])[0]
 
 
 def retry_delay(job: Job, attempt: int) -> float:
@@ -488,20 +529,10 @@ def _fail_attempt(
 ) -> Job | None:
     """Record the failure of ``job``'s running attempt as ``failure_outcome`` decides."""
     for _ in range(2):
-        outcome = failure_outcome(job, retryable=retryable, failed_at=failed_at, now=now)
-        updated = _transition(
-            job.pk,
-            {**_running(job), "cancel_requested": job.cancel_requested},
-            kind=EventKind.ATTEMPT_FAILED,
-            reason=reason,
-            at=now,
-            changes={
-                "status": outcome.status,
-                "error": error,
-                "heartbeat_at": None,
-                **outcome.changes,
-            },
+        change = _failure(
+            job, error=error, retryable=retryable, failed_at=failed_at, now=now, reason=reason
         )
+        updated = _apply([change])[0]
         if updated is not None:
             if updated.status == JobStatus.QUEUED:
                 publish_on_commit([updated])
@@ -512,6 +543,26 @@ def _fail_attempt(
             return None
         job = fresh
     return None
+
+
+def _failure(
+    job: Job,
+    *,
+    error: dict[str, Any],
+    retryable: bool,
+    failed_at: datetime,
+    now: datetime,
+    reason: dict[str, Any],
+) -> Change:
+    outcome = failure_outcome(job, retryable=retryable, failed_at=failed_at, now=now)
+    return _status_change(
+        job.pk,
+        {**_running(job), "cancel_requested": job.cancel_requested},
+        kind=EventKind.ATTEMPT_FAILED,
+        reason=reason,
+        at=now,
+        changes={"status": outcome.status, "error": error, "heartbeat_at": None, **outcome.changes},
+    )
 
 
 def job_fail(
@@ -530,8 +581,11 @@ def job_fail(
 
 def job_finish_canceled(*, job: Job) -> Job | None:
     """A running job whose handler honoured a cancel request ends ``canceled``."""
-    now = timezone.now()
-    return _transition(
+    return _apply([_honoured_cancel(job, timezone.now())])[0]
+
+
+def _honoured_cancel(job: Job, now: datetime) -> Change:
+    return _status_change(
         job.pk,
         _running(job),
         kind=EventKind.CANCEL_HONOURED,
@@ -574,6 +628,143 @@ def job_heartbeat(*, job: Job) -> bool | None:
         bump_version=False,
     )
     return updated.cancel_requested if updated is not None else None
+
+
+def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
+    """``job_heartbeat`` for each of ``jobs`` (every job a worker process holds), in one round
+    trip."""
+    now = timezone.now()
+    changes = [
+        Change(
+            where={"id": job.pk, **_running(job)},
+            changes={"heartbeat_at": now},
+            event=None,
+            bump_version=False,
+        )
+        for job in jobs
+    ]
+    return [job.cancel_requested if job else None for job in store.change_jobs(changes)]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a worker's attempt of ``job`` ended, before it is recorded: ``succeeded`` (with
+    ``result``), ``canceled`` (the handler honoured a cancel request) or ``failed`` (``code``,
+    ``message``, ``retryable``, decided by ``failure_outcome`` when recorded). ``at``: when
+    the handler ended (the job's ``finished_at``; default: when it is recorded)."""
+
+    job: Job
+    status: str
+    result: dict[str, Any] | None = None
+    code: str = ""
+    message: str = ""
+    retryable: bool = False
+    at: datetime | None = None
+
+
+def _outcome_change(outcome: Outcome, now: datetime) -> Change:
+    job, now = outcome.job, outcome.at or now
+    if outcome.status == JobStatus.SUCCEEDED:
+        return _success(job, outcome.result, now)
+    if outcome.status == JobStatus.CANCELED:
+        return _honoured_cancel(job, now)
+    error = {"code": outcome.code, "message": outcome.message[:2000]}
+    reason = {"error": error}
+    return _failure(
+        job, error=error, retryable=outcome.retryable, failed_at=now, now=now, reason=reason
+    )
+
+
+def job_record(outcome: Outcome) -> Job | None:
+    """Record one attempt's outcome (``job_succeed``, ``job_finish_canceled`` or ``job_fail``).
+    None if the attempt no longer owns the job."""
+    job = outcome.job
+    if outcome.status == JobStatus.SUCCEEDED:
+        return job_succeed(job=job, result=outcome.result)
+    if outcome.status == JobStatus.CANCELED:
+        return job_finish_canceled(job=job)
+    return job_fail(
+        job=job, code=outcome.code, message=outcome.message, retryable=outcome.retryable
+    )
+
+
+def _give_back(job: Job, now: datetime) -> Change:
+    # Its attempt never began: the count goes back to what it was before the claim.
+    return _status_change(
+        job.pk,
+        _running(job),
+        kind=EventKind.RELEASED,
+        reason={"reason": "given back unstarted"},
+        at=now,
+        changes={
+            "status": JobStatus.QUEUED,
+            "attempts": job.attempts - 1,
+            "started_at": None,
+            "heartbeat_at": None,
+            "enqueued_at": now,
+        },
+    )
+
+
+class ClaimRequest(NamedTuple):
+    queue: str
+    size: int
+    worker: str = ""
+    task_id: str = ""
+
+
+def jobs_record_and_claim(
+    *,
+    outcomes: Sequence[Outcome] = (),
+    give_back: Sequence[Job] = (),
+    claim: ClaimRequest | None = None,
+) -> tuple[list[Job | None], list[Job]]:
+    """A worker's round trip to the database, one transaction: record ``outcomes`` (each as
+    ``job_record`` would), give back claimed jobs it will not start (``queued`` again, the
+    attempt not counted, its slots released), and claim up to ``claim.size`` more jobs. One
+    durable commit for all of it (the claim skips the WAL flush when it is alone).
+
+    Returns (each outcome's job as recorded, or None when the attempt had lost the job; the
+    claimed jobs). Nothing of it is visible to anyone before the commit: the status cache,
+    metrics and wake-ups follow it (``job_changed`` receivers run on commit)."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Successes: one statement for all of them (store.succeed_jobs).
+        wins = [o for o in outcomes if o.status == JobStatus.SUCCEEDED]
+        won = store.succeed_jobs(
+            [(o.job, o.result if o.result is not None else {}, o.at or now) for o in wins],
+            webhook_event=JOB_SUCCEEDED,
+            at=now,
+        )
+        for winner in won.values():
+            _changed(winner, JobStatus.RUNNING, cached=True)
+        # The rest (failures, honoured cancels, give-backs): one round trip per shape.
+        others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
+        changes = [_outcome_change(outcome, now) for outcome in others]
+        changes += [_give_back(job, now) for job in give_back]
+        done = _apply(changes, cached=True)
+        ended = dict(zip(map(id, others), done, strict=False))
+        recorded: list[Job | None] = [
+            won.get(o.job.pk) if o.status == JobStatus.SUCCEEDED else ended[id(o)] for o in outcomes
+        ]
+        for index, (outcome, job) in enumerate(zip(outcomes, recorded, strict=True)):
+            if job is None and outcome.status == JobStatus.FAILED:
+                # A cancel request may have landed since the claim: decided again on a re-read.
+                recorded[index] = job_record(outcome)
+            elif job is not None and job.status == JobStatus.QUEUED:
+                publish_on_commit([job])
+        given = [job for job in done[len(others) :] if job is not None]
+        if given:
+            publish_on_commit(given)
+        claimed = []
+        if claim is not None:
+            alone = not outcomes and not give_back
+            claimed = _claim_next(
+                claim.queue, claim.size, claim.worker, claim.task_id, alone=alone, cached=True
+            )
+        # One write to the status cache for all of them, once committed.
+        cache_jobs_on_commit([*won.values(), *(j for j in (*done, *claimed) if j is not None)])
+    return recorded, claimed
 
 
 # --- The maintenance loop's transitions -------------------------------------------------------

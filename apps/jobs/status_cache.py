@@ -58,8 +58,11 @@ def cache_jobs_on_commit(jobs: Iterable[Job]) -> None:
         transaction.on_commit(partial(cache_jobs, batch))
 
 
-def on_job_changed(sender: Any, job: Job, previous: str, **kwargs: Any) -> None:
+def on_job_changed(
+    sender: Any, job: Job, previous: str, cached: bool = False, **kwargs: Any
+) -> None:
     # A new job has no entry to keep fresh: its first poll caches it. Every later change must
-    # be written before the change's response returns (read-your-writes), so it is.
-    if previous:
+    # be written before the change's response returns (read-your-writes), so it is (by the
+    # sender itself when ``cached``: a worker writes its group of changes in one call).
+    if previous and not cached:
         cache_jobs_on_commit([job])

@@ -46,14 +46,18 @@ from apps.jobs.models import Job, JobEvent, JobStatus, RateWindow, RunningCount
 
 __all__ = [
     "TRANSITIONS",
+    "Change",
     "Event",
     "EventKind",
     "JobChanges",
     "JobMatch",
     "change_due_jobs",
     "change_job",
+    "change_jobs",
+    "claim_next_jobs",
     "ensure_client_count",
     "insert_jobs",
+    "succeed_jobs",
     "use_outbox",
 ]
 
@@ -65,7 +69,8 @@ class EventKind(StrEnum):
     """What a JobEvent records. Each kind is produced by the services named beside it."""
 
     CREATED = "created"  # job_submit, job_submit_batch
-    CLAIMED = "claimed"  # job_claim_next, job_start
+    CLAIMED = "claimed"  # job_claim_next, jobs_record_and_claim, job_start
+    RELEASED = "released"  # jobs_record_and_claim (claimed jobs a worker gives back unstarted)
     SUCCEEDED = "succeeded"  # job_succeed
     ATTEMPT_FAILED = "attempt_failed"  # job_fail, jobs_recover_stale
     CANCELED = "canceled"  # job_cancel (a waiting job)
@@ -82,6 +87,7 @@ _OK, _FAIL, _CANCEL = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
 TRANSITIONS: dict[EventKind, frozenset[tuple[str, str]]] = {
     EventKind.CREATED: frozenset({("", _Q), ("", _S)}),
     EventKind.CLAIMED: frozenset({(_Q, _RUN)}),
+    EventKind.RELEASED: frozenset({(_RUN, _Q)}),
     EventKind.SUCCEEDED: frozenset({(_RUN, _OK)}),
     # A failed attempt is retried (now or after its backoff), fails the job, or ends a job whose
     # cancel was requested meanwhile.
@@ -132,6 +138,20 @@ class JobChanges(TypedDict, total=False):
     task_id: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """One change of one job, for ``change_jobs`` (the arguments of ``change_job`` without a
+    claim)."""
+
+    where: JobMatch
+    changes: JobChanges
+    event: Event | None
+    count_attempt: bool = False
+    bump_version: bool = True
+    webhook_event: str | None = None
+    at: datetime | None = None
+
+
 class Outbox(Protocol):
     """What the store needs of the webhook outbox (apps/webhooks/outbox.py)."""
 
@@ -149,6 +169,7 @@ def use_outbox(outbox: Outbox) -> None:
     """Write webhook deliveries with ``outbox``'s SQL (the webhooks app, at start-up)."""
     _outbox[:] = [outbox]
     _update_statement.cache_clear()
+    _succeed_statement.cache_clear()
 
 
 def _the_outbox() -> Outbox:
@@ -250,6 +271,28 @@ RELEASE_SLOTS = (
     'released AS (UPDATE {counts} k SET "running" = k."running" - 1 FROM t '
     'WHERE k."client_id" = t."client_id" AND ((t."key_slot" AND k."key" = t."concurrency_key") '
     'OR (t."client_slot" AND k."key" = \'\')))'
+)
+# The same for many runs ended by one statement: a RunningCount row shared by several of them
+# goes down by their number (an UPDATE … FROM changes each row once, whatever the matches).
+RELEASE_MANY_SLOTS = (
+    'released AS (UPDATE {counts} k SET "running" = k."running" - r.n FROM '
+    '(SELECT t."client_id", s.key, count(*) AS n FROM t CROSS JOIN LATERAL '
+    '(SELECT t."concurrency_key" WHERE t."key_slot" UNION ALL SELECT \'\' WHERE t."client_slot") '
+    's(key) GROUP BY 1, 2) r WHERE k."client_id" = r."client_id" AND k."key" = r.key)'
+)
+# Many running attempts succeed in one statement (``succeed_jobs``): each row of the jsonb
+# parameter names a job, the attempt it must still be in, its result and its finish time.
+SUCCEED_MANY = (
+    'WITH v AS (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v("id" uuid, '
+    '"attempts" int, "result" jsonb, "finished" timestamptz)), '
+    't AS (UPDATE {table} j SET "status" = \'succeeded\', "result" = v."result", "error" = NULL, '
+    '"finished_at" = v."finished", "heartbeat_at" = NULL, "version" = j."version" + 1 FROM v '
+    'WHERE j."id" = v."id" AND j."status" = \'running\' AND j."attempts" = v."attempts" '
+    "RETURNING {returning}), "
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT "id", \'running\', "status", "attempts", "finished_at", \'{{}}\'::jsonb FROM t), '
+    "{release}, {outbox} "
+    "SELECT {columns}, (SELECT count(*) FROM outbox_n) FROM t"
 )
 # Jobs of a status whose run_at has come, oldest first, skipping rows others are changing.
 # "= ANY(ARRAY(…))" runs the subquery once ("IN (…)" may be planned as a join that re-runs it).
@@ -413,6 +456,39 @@ def _params(
     return params
 
 
+def _prepared(
+    change: Change, connection: Any, *, claim: bool = False, async_commit: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of one change (``claim``: of the next claimable job)."""
+    where, changes, event, webhook_event = (
+        change.where,
+        change.changes,
+        change.event,
+        change.webhook_event,
+    )
+    _check(event, where, changes)
+    statement = _update_statement(
+        selector="next_in_queue" if claim else "id",
+        where=tuple(where),
+        sets=tuple(changes),
+        count_attempt=change.count_attempt,
+        bump_version=change.bump_version,
+        event=event is not None,
+        webhook=webhook_event is not None,
+        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
+        async_commit=async_commit,
+        release=where.get("status") == JobStatus.RUNNING
+        and changes.get("status", JobStatus.RUNNING) != JobStatus.RUNNING,
+    )
+    params = _params(connection, where, changes, event)
+    if webhook_event is not None:
+        when = change.at or (event.at if event is not None else None)
+        if when is None:
+            raise ValueError("a webhook event needs its time")
+        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
+    return statement, params
+
+
 def change_job(
     *,
     where: JobMatch,
@@ -438,41 +514,134 @@ def change_job(
     standalone change skip waiting for its WAL flush: only for a change whose loss in a
     database crash is repaired anyway (a lost claim puts the job back in the queue).
     """
-    _check(event, where, changes)
-    connection = connections["default"]
-    statement = _update_statement(
-        selector="next_in_queue" if next_in_queue is not None else "id",
-        where=tuple(where),
-        sets=tuple(changes),
+    change = Change(
+        where=where,
+        changes=changes,
+        event=event,
         count_attempt=count_attempt,
         bump_version=bump_version,
-        event=event is not None,
-        webhook=webhook_event is not None,
-        throttled=webhook_event is not None and _the_outbox().is_throttled(webhook_event),
-        async_commit=async_commit,
-        release=where.get("status") == JobStatus.RUNNING
-        and changes.get("status", JobStatus.RUNNING) != JobStatus.RUNNING,
+        webhook_event=webhook_event,
+        at=at,
     )
-    params = _params(connection, where, changes, event)
     if next_in_queue is not None:
-        params["queue"] = next_in_queue
-        params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
-    if webhook_event is not None:
-        when = at or (event.at if event is not None else None)
-        if when is None:
-            raise ValueError("a webhook event needs its time")
-        params.update(_the_outbox().delivery_params(event_type=webhook_event, at=when))
-    for _ in range(CLAIM_TRIES if next_in_queue is not None else 1):
+        claimed = claim_next_jobs(
+            queue=next_in_queue, count=1, change=change, rates=rates, async_commit=async_commit
+        )
+        return claimed[0] if claimed else None
+    connection = connections["default"]
+    statement, params = _prepared(change, connection, async_commit=async_commit)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        jobs = _to_jobs(cursor.fetchall())
+    return jobs[0] if jobs else None
+
+
+def _pipelined(connection: Any, statement: str, params: Sequence[dict[str, Any]]) -> list[Any]:
+    """Each parameter set's rows, the statements sent together (psycopg's pipeline mode: one
+    round trip for all of them) and run one after the other, each seeing the ones before."""
+    if len(params) == 1:
         with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            rows = cursor.fetchall()
-        if next_in_queue is not None and rows[0][0] is None:
-            if rows[0][-1]:
-                continue  # picked a job whose slot a concurrent claim took: pick again
-            return None
-        jobs = _to_jobs(rows)
-        return jobs[0] if jobs else None
-    return None
+            cursor.execute(statement, params[0])
+            return [cursor.fetchall()]
+    results = []
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # Django's wrapper has no ``returning``
+        raw.executemany(statement, params, returning=True)
+        while True:
+            results.append(raw.fetchall())
+            if not raw.nextset():
+                break
+    return results
+
+
+def change_jobs(changes: Sequence[Change]) -> list[Job | None]:
+    """Apply several changes, each exactly as ``change_job`` would (its event, webhook delivery
+    and released slots in its own statement), in one round trip per shape of change. Returns,
+    for each change in order, the job as changed or None. Several statements: call it inside a
+    transaction to make them one commit."""
+    connection = connections["default"]
+    shapes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for index, change in enumerate(changes):
+        statement, params = _prepared(change, connection)
+        shapes.setdefault(statement, []).append((index, params))
+    found: list[Job | None] = [None] * len(changes)
+    for statement, items in shapes.items():
+        results = _pipelined(connection, statement, [params for _, params in items])
+        for (index, _), rows in zip(items, results, strict=True):
+            jobs = _to_jobs(rows)
+            found[index] = jobs[0] if jobs else None
+    return found
+
+
+def claim_next_jobs(
+    *,
+    queue: str,
+    count: int,
+    change: Change,
+    rates: dict[str, tuple[int, int]] | None = None,
+    async_commit: bool = False,
+) -> list[Job]:
+    """Apply ``change`` to the next ``count`` claimable jobs of ``queue`` (see ``change_job``'s
+    ``next_in_queue``): the claim statement ``count`` times, sent together and run one after the
+    other, so that each chooses knowing the ones before (fair share, caps, keys and rate windows
+    exactly as ``count`` single claims would). Fewer when fewer are claimable. Several
+    statements: call it inside a transaction to make them one commit."""
+    connection = connections["default"]
+    statement, params = _prepared(change, connection, claim=True, async_commit=async_commit)
+    params["queue"] = queue
+    params["rates"] = Jsonb({name: list(rate) for name, rate in (rates or {}).items()})
+    claimed: list[Job] = []
+    for _ in range(CLAIM_TRIES):
+        results = _pipelined(connection, statement, [params] * (count - len(claimed)))
+        lost_slot = False
+        for rows in results:
+            if rows[0][0] is None:
+                # No job: an empty queue, or a pick whose slot a concurrent claim took.
+                lost_slot = lost_slot or bool(rows[0][-1])
+                continue
+            claimed.extend(_to_jobs(rows))
+        if claimed or not lost_slot:
+            break  # pick again only when nothing was claimed because of lost slots
+    return claimed
+
+
+@cache
+def _succeed_statement() -> str:
+    names = _names()
+    return SUCCEED_MANY.format(
+        returning=", ".join(f"j.{_quote(str(f.column))}" for f in _fields()),
+        release=RELEASE_MANY_SLOTS.format(**names),
+        outbox=_the_outbox().delivery_statement(throttled=False),
+        **names,
+    )
+
+
+def succeed_jobs(
+    succeeded: Sequence[tuple[Job, dict[str, Any], datetime]], *, webhook_event: str, at: datetime
+) -> dict[Any, Job]:
+    """Record the success of several running attempts in one statement: for each (job as
+    claimed, result, finish time), the job ``succeeded`` if it is still ``running`` in that
+    attempt, with its event, its released slots and (when it subscribes) its ``webhook_event``
+    delivery stamped ``at``. Returns the changed jobs by id (an attempt that lost its job is
+    not among them)."""
+    _check(Event(kind=EventKind.SUCCEEDED, at=at), {"status": _RUN}, {"status": _OK})
+    if not succeeded:
+        return {}
+    encoder = _field("result").encoder().default
+    rows = [
+        {
+            "id": job.pk,
+            "attempts": job.attempts,
+            "result": orjson.Fragment(_encode(result, encoder)),
+            "finished": finished,
+        }
+        for job, result, finished in succeeded
+    ]
+    params: dict[str, Any] = {"rows": Jsonb(orjson.dumps(rows), dumps=_as_is)}
+    params.update(_the_outbox().delivery_params(event_type=webhook_event, at=at))
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_succeed_statement(), params)
+        return {job.pk: job for job in _to_jobs(cursor.fetchall())}
 
 
 def change_due_jobs(

@@ -93,6 +93,89 @@ def test_sigkill_of_a_worker_mid_job_runs_the_job_again_once(
     assert 0 < recovered_after < 2 * settings.JOB_HEARTBEAT_TIMEOUT_SECONDS
 
 
+def submit_batch(client: ApiClient, *groups: tuple[int, str, float]) -> list[list[Job]]:
+    """One batch of echo jobs, (count, priority, sleep seconds) per group: queued together, so
+    that one claim can take them all, highest priority first."""
+    items = [
+        {
+            "type": "diagnostics.echo",
+            "input": {"message": "x", "sleep_seconds": sleep},
+            "priority": p,
+        }
+        for count, p, sleep in groups
+        for _ in range(count)
+    ]
+    jobs = services.job_submit_batch(client=client, data={"jobs": items})
+    split, start = [], 0
+    for count, _, _ in groups:
+        split.append(jobs[start : start + count])
+        start += count
+    return split
+
+
+def warm_up(client: ApiClient, n: int = 40) -> None:
+    """Run ``n`` echo jobs so that the worker knows them to be short and claims in batches."""
+    [jobs] = submit_batch(client, (n, "normal", 0))
+    for job in jobs:
+        wait_status(job, TERMINAL)
+    # Let the batch's other wake-ups find the queue empty: one of them claiming while the next
+    # batch commits would take only the part it sees.
+    time.sleep(1)
+
+
+def test_sigkill_of_a_worker_holding_a_claimed_batch_and_unrecorded_outcomes(
+    tmp_path: Path, client: ApiClient, scheduler: ManagedProcess
+) -> None:
+    # Outcomes wait for the next claim and claimed jobs stay claimed however long the job in
+    # hand runs: the kill finds finished-but-unrecorded jobs, a running one and unstarted ones.
+    holding = {
+        "WORKER_FLUSH_DELAY_SECONDS": "600",
+        "WORKER_HOLD_SECONDS": "600",
+        "WORKER_BATCH_RUN_SECONDS": "1",  # once they are known to be short, 32 jobs per claim
+    }
+    worker = start_worker(tmp_path, name="holding", concurrency=1, relay=False, **holding)
+    try:
+        warm_up(client)
+        finished, [long], unstarted = submit_batch(
+            client, (5, "high", 0), (1, "normal", 8), (10, "low", 0)
+        )
+        batch = [*finished, long, *unstarted]
+        wait_for(
+            lambda: (
+                Job.objects.filter(pk__in=[j.pk for j in batch], status="running").count()
+                == len(batch)
+            ),
+            timeout=20,
+        )
+        time.sleep(1)  # the five short ones have run; the long one runs
+        # Their outcomes are not recorded: nothing about them is visible yet.
+        assert {Job.objects.get(pk=j.pk).status for j in finished} == {JobStatus.RUNNING}
+        assert not JobEvent.objects.filter(job_id__in=[j.pk for j in batch], to_status="succeeded")
+        # The watchdog keeps every held job's heartbeat fresh, not only the running one's.
+        time.sleep(settings.JOB_HEARTBEAT_TIMEOUT_SECONDS + 1)
+        assert Job.objects.filter(pk__in=[j.pk for j in batch], status="running").count() == 16
+    finally:
+        worker.kill_group()
+    survivor = start_worker(tmp_path, name="survivor", relay=False)
+    try:
+        done = [wait_status(job, TERMINAL, timeout=60) for job in batch]
+    finally:
+        survivor.stop()
+    assert {job.status for job in done} == {JobStatus.SUCCEEDED}
+    assert all(finished_once(job) for job in batch)
+    # Every job held by the killed process ran again once, as a second attempt.
+    assert {job.attempts for job in done} == {2}
+    # (The survivor may also give back jobs claimed behind the long one: not failures.)
+    lost = JobEvent.objects.filter(
+        job_id__in=[j.pk for j in batch],
+        from_status="running",
+        to_status__in=[JobStatus.QUEUED, JobStatus.RETRYING],
+        details__has_key="error",
+    )
+    assert {event.details["error"]["code"] for event in lost} == {"worker_lost"}
+    assert lost.count() == len(batch)
+
+
 def test_a_poison_job_that_kills_its_worker_stops_after_max_attempts(
     tmp_path: Path, client: ApiClient, scheduler: ManagedProcess
 ) -> None:

@@ -6,11 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from apps.clients.models import ApiClient
 from apps.core.errors import ValidationFailed
 from apps.jobs import services
-from apps.jobs.models import Job, JobStatus, RateWindow, RunningCount
+from apps.jobs.models import Job, JobEvent, JobStatus, RateWindow, RunningCount
 from apps.jobs.registry import parse_rate
 from apps.jobs.representation import job_to_dict
 from apps.jobs.selectors import refine_wait_reasons
@@ -237,3 +238,122 @@ def test_flow_control_options_follow_the_submission_rules() -> None:
     )
     unkeyed = job_to_dict(submit(client, concurrency_limit=3))
     assert (unkeyed["concurrency_key"], unkeyed["concurrency_limit"]) == (None, None)
+
+
+# --- Claims of several jobs at once (workers/runtime.py claims in batches) ----------------------
+
+
+def claim_batch(size: int) -> list[Job]:
+    _, claimed = services.jobs_record_and_claim(claim=services.ClaimRequest("default", size))
+    return claimed
+
+
+def singles_then_batch(size: int) -> tuple[list[Any], list[Job]]:
+    """The ids ``size`` single claims take (then undone), and the jobs one batch claim takes."""
+    undo = transaction.savepoint_create()
+    singles = [job.pk for job in (claim() for _ in range(size)) if job is not None]
+    transaction.savepoint_rollback(undo)
+    return singles, claim_batch(size)
+
+
+def test_a_batch_claim_shares_by_weight_as_single_claims_do() -> None:
+    a, b = ApiClientFactory(weight=2), ApiClientFactory(weight=1)
+    for _ in range(10):
+        submit(a)
+    late = submit(b)
+    for _ in range(9):
+        submit(b)
+    singles, taken = singles_then_batch(9)
+    assert [job.pk for job in taken] == singles
+    clients = [job.client_id for job in taken]
+    assert (clients.count(a.pk), clients.count(b.pk)) == (6, 3)
+    # B's first job comes third (A's share is twice B's), not after A's backlog.
+    assert taken[2].pk == late.pk
+    # Each client's jobs in its own order: oldest first.
+    for client in (a, b):
+        mine = [job.pk for job in taken if job.client_id == client.pk]
+        assert mine == sorted(mine)
+
+
+def test_a_batch_claim_keeps_caps_keys_and_priorities() -> None:
+    capped, keyed, other = (
+        ApiClientFactory(max_running_jobs=2),
+        ApiClientFactory(),
+        ApiClientFactory(),
+    )
+    for _ in range(5):
+        submit(capped)
+    for _ in range(5):
+        submit(keyed, concurrency_key="acct", concurrency_limit=2)
+    low = submit(other, priority="low")
+    high = submit(other, priority="high")
+    singles, taken = singles_then_batch(20)
+    assert [job.pk for job in taken] == singles
+    by_client = {c.pk: [j for j in taken if j.client_id == c.pk] for c in (capped, keyed, other)}
+    assert len(by_client[capped.pk]) == 2
+    assert len(by_client[keyed.pk]) == 2
+    assert [j.pk for j in by_client[other.pk]] == [high.pk, low.pk]
+    assert counts(capped)[""] == 2
+    assert counts(keyed)["acct"] == 2
+    # Nothing more is claimable until a slot is given back.
+    assert claim_batch(5) == []
+    assert all(Job.objects.get(pk=j.pk).status == JobStatus.RUNNING for j in taken)
+
+
+def test_a_batch_claim_keeps_a_rate_limit(tenant: Any) -> None:
+    ids = [tenant.submit(type="testing.rated", input={}).json()["id"] for _ in range(4)]
+    plain = submit(tenant.client)
+    taken = claim_batch(10)
+    assert sorted(str(j.pk) for j in taken if j.type == "testing.rated") == sorted(ids[:2])
+    assert plain.pk in {j.pk for j in taken}
+    assert len(taken) == 3
+    assert RateWindow.objects.get(job_type="testing.rated").starts == 2
+
+
+def test_outcomes_and_the_next_claim_are_one_transaction_and_given_back_jobs_count_nothing() -> (
+    None
+):
+    client = ApiClientFactory(max_running_jobs=3)
+    jobs = [submit(client, concurrency_key="k", concurrency_limit=3) for _ in range(5)]
+    first = claim_batch(3)
+    assert [j.pk for j in first] == [j.pk for j in jobs[:3]]
+    done, unstarted = first[0], first[1:]
+    recorded, claimed = services.jobs_record_and_claim(
+        outcomes=[services.Outcome(done, JobStatus.SUCCEEDED, result={"ok": 1})],
+        give_back=unstarted,
+        claim=services.ClaimRequest("default", 5),
+    )
+    assert recorded[0] is not None
+    assert recorded[0].status == JobStatus.SUCCEEDED
+    # Three slots free again (one finished, two given back), so three are claimed: the two
+    # given back first (oldest), then the next one.
+    assert [j.pk for j in claimed] == [j.pk for j in jobs[1:4]]
+    assert [j.attempts for j in claimed] == [1, 1, 1]
+    back = JobEvent.objects.filter(job_id=jobs[1].pk).order_by("id")
+    assert [(e.from_status, e.to_status) for e in back] == [
+        ("", "queued"),
+        ("queued", "running"),
+        ("running", "queued"),
+        ("queued", "running"),
+    ]
+    assert back[2].attempt == 0
+    assert counts(client) == {"": 3, "k": 3}
+    # A lost claim's outcome is discarded: the row has moved on (here: already succeeded).
+    again, _ = services.jobs_record_and_claim(
+        outcomes=[services.Outcome(done, JobStatus.SUCCEEDED, result={"ok": 2})]
+    )
+    assert again == [None]
+    assert Job.objects.get(pk=done.pk).result == {"ok": 1}
+    assert counts(client) == {"": 3, "k": 3}
+    # Several successes in one statement give back every slot they held, not one per row.
+    ended, _ = services.jobs_record_and_claim(
+        outcomes=[
+            services.Outcome(j, JobStatus.SUCCEEDED, result={"n": i}) for i, j in enumerate(claimed)
+        ]
+    )
+    assert [(j.status, j.result) for j in ended if j] == [
+        (JobStatus.SUCCEEDED, {"n": i}) for i in range(3)
+    ]
+    assert counts(client) == {"": 0, "k": 0}
+    for job in claimed:
+        assert JobEvent.objects.filter(job_id=job.pk, to_status="succeeded").count() == 1

@@ -98,6 +98,23 @@ def test_failure_after_a_cancel_request_ends_canceled() -> None:
     assert failed.status == JobStatus.CANCELED
 
 
+def test_one_heartbeat_covers_every_job_a_worker_holds() -> None:
+    held = [services.job_start(job_id=JobFactory().pk) for _ in range(3)]
+    assert all(job is not None for job in held)
+    jobs = [job for job in held if job is not None]
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(heartbeat_at=None)
+    services.job_cancel(job=Job.objects.get(pk=jobs[1].pk))
+    lost = Job.objects.get(pk=jobs[2].pk)
+    assert services.job_fail(job=lost, code="x", message="x", retryable=False) is not None
+    assert services.jobs_heartbeat(jobs=jobs) == [False, True, None]
+    stamped = dict(
+        Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("pk", "heartbeat_at")
+    )
+    assert stamped[jobs[0].pk] is not None
+    assert stamped[jobs[1].pk] is not None
+    assert stamped[jobs[2].pk] is None  # not ours any more: left as its outcome wrote it
+
+
 def test_progress_and_heartbeat_report_cancel_requests() -> None:
     job = services.job_start(job_id=JobFactory().pk)
     assert job is not None
