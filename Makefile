@@ -63,7 +63,8 @@ test: install-dev services  ## Run the whole test suite against real PostgreSQL,
 test-rabbitmq: install-dev services  ## The recovery and pipeline tests again, with RabbitMQ as the broker
 	CELERY_BROKER_URL=$${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672//} \
 	  $(BIN)/pytest tests/e2e/test_recovery.py tests/e2e/test_pipeline.py \
-	  tests/jobs/test_maintenance.py tests/jobs/test_queue_stats.py $(PYTEST_ARGS)
+	  tests/jobs/test_maintenance.py tests/jobs/test_queue_stats.py tests/jobs/test_relay.py \
+	  $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: install-dev  ## ruff (lint + format check) and mypy

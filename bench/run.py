@@ -417,6 +417,96 @@ class Bench:
         }
         self.reset_jobs()
 
+    def _system_snapshot(self, processes: dict[str, Process]) -> dict[str, float]:
+        """CPU seconds so far of each of Conveyor's processes, of the PostgreSQL backends serving
+        the bench database, and of the Redis server; PostgreSQL's commits and Redis's commands
+        so far; jobs finished so far. Redis figures are server-wide (shared with anything else
+        that uses this Redis), the rest are the bench's own."""
+        import redis
+
+        snapshot = {f"cpu_{name}": process.cpu_seconds() for name, process in processes.items()}
+        ticks = 0
+        with self.db() as conn:
+            pids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                    "pg_backend_pid()",
+                    [DB_NAME],
+                )
+            ]
+            snapshot["pg_commits"] = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [DB_NAME]
+            ).fetchone()[0]
+            snapshot["jobs_finished"] = conn.execute(
+                "SELECT count(*) FROM jobs_job WHERE status IN ('succeeded','failed','canceled')"
+            ).fetchone()[0]
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        snapshot["cpu_postgresql"] = ticks / os.sysconf("SC_CLK_TCK")
+        info = redis.Redis.from_url(REDIS).info("all")
+        snapshot["cpu_redis"] = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        snapshot["redis_commands"] = sum(
+            float(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")
+        )
+        return snapshot
+
+    def phase_submission(self) -> None:
+        """POST /jobs while the default pool runs what is submitted (issue 14): alternated with
+        the same server's /healthz, round by round; per accepted job, the CPU of every process
+        of the system (web, pool, scheduler with the relay, PostgreSQL backends, Redis), the
+        commits and the Redis commands."""
+        scheduler, workers = self.start_scheduler(), self.start_workers()
+        assert self.web is not None
+        processes = {"web": self.web, "pool": workers, "scheduler": scheduler}
+        healthz: list[dict[str, Any]] = []
+        posts: list[dict[str, Any]] = []
+        costs: list[dict[str, float]] = []
+        try:
+            self.wrk("/api/v1/jobs", method="POST", body=ECHO, duration=2)  # warm up
+            for round_ in range(self.args.rounds):
+                progress("POST /jobs, pool running", round_, self.args.rounds)
+                healthz.append(self.wrk("/healthz", auth=False))
+                before = self._system_snapshot(processes)
+                stats = self.wrk("/api/v1/jobs", method="POST", body=ECHO)
+                after = self._system_snapshot(processes)
+                posts.append(stats)
+                per = {key: (after[key] - before[key]) / stats["requests"] for key in after}
+                costs.append(per)
+            progress("POST /jobs, pool running", self.args.rounds, self.args.rounds)
+            total = self.sql("SELECT count(*) FROM jobs_job")[0][0]
+            self._wait_finished(None, "submission: drain", total=total)
+        finally:
+            self.stop(workers)
+            self.stop(scheduler)
+        rps = statistics.median(s["rps"] for s in posts)
+        best = sorted(posts, key=lambda s: s["rps"])[len(posts) // 2]
+        per_job = {key: statistics.median(c[key] for c in costs) for key in costs[0]}
+        self.results["submission"] = {
+            "rps": rps,
+            "healthz_rps": statistics.median(s["rps"] for s in healthz),
+            "ratio_to_healthz": rps / statistics.median(s["rps"] for s in healthz),
+            "p50_ms": best["p50"],
+            "p99_ms": best["p99"],
+            # Per accepted job, in the window of each POST run (medians of the rounds); run
+            # jobs per accepted job below 1 means the pool fell behind during the run.
+            "cpu_ms_per_job": {
+                key.removeprefix("cpu_"): per_job[key] * 1000 for key in per_job if "cpu_" in key
+            },
+            "pg_commits_per_job": per_job["pg_commits"],
+            "redis_commands_per_job": per_job["redis_commands"],
+            "run_per_accepted_job": per_job["jobs_finished"],
+            "rounds": {
+                "healthz": [round(s["rps"]) for s in healthz],
+                "post": [round(s["rps"]) for s in posts],
+            },
+        }
+        self.reset_jobs()
+
     def phase_polling(self) -> None:
         job = self.http("POST", "/api/v1/jobs", ECHO)
         path = f"/api/v1/jobs/{job['id']}"
@@ -1105,6 +1195,22 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 "target > 5000 jobs/s, < 250 ms",
             )
         )
+    if "submission" in results:
+        r = results["submission"]
+        cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in r["cpu_ms_per_job"].items())
+        rows += [
+            (
+                "POST /jobs, pool running",
+                f"{r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                f"{r['ratio_to_healthz']:.3f} x /healthz {r['healthz_rps']:.0f}",
+            ),
+            (
+                "  per accepted job",
+                f"CPU ms {cpu}",
+                f"{r['pg_commits_per_job']:.2f} commits, {r['redis_commands_per_job']:.1f} "
+                f"Redis commands (server-wide), {r['run_per_accepted_job']:.2f} run",
+            ),
+        ]
     if "get_job" in results:
         r = results["get_job"]
         h = r["half_load"]
@@ -1280,8 +1386,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--phases",
-        default="admission,polling,serving,longpoll,instrumentation,latency,pipeline,fairness,"
-        "webhooks,memory",
+        default="admission,submission,polling,serving,longpoll,instrumentation,latency,pipeline,"
+        "fairness,webhooks,memory",
     )
     parser.add_argument("--quick", action="store_true", help="short durations and small counts")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")

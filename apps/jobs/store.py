@@ -305,11 +305,12 @@ INSERT_EVENTS = (
     "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
     'SELECT "id", %(event_from)s, "status", "attempts", %(event_at)s, %(event_details)s FROM t)'
 )
-INSERT_ONE_JOB = "INSERT INTO {table} ({columns}) VALUES ({values})"
-# Several jobs are one jsonb parameter (an array of rows, serialised by orjson in one C call)
-# that jsonb_populate_recordset turns back into rows of the table's own column types: the text
-# is the same whatever the number of rows. A 1000-row VALUES list of 29 000 placeholders cost
-# more CPU for the driver to convert and adapt than everything else about the batch.
+# The jobs are one jsonb parameter (an array of rows, serialised by orjson in one C call) that
+# jsonb_populate_recordset turns back into rows of the table's own column types: the text is the
+# same whatever the number of rows. A 1000-row VALUES list of 29 000 placeholders cost more CPU
+# for the driver to convert and adapt than everything else about the batch; even for a single
+# job, binding its 34 columns one by one cost the web process more (psycopg's conversion and
+# adaptation of each value, ~0.2-0.3 ms) than the whole JSON document (docs/benchmarks.md).
 INSERT_MANY_JOBS = (
     "INSERT INTO {table} ({columns}) "
     "SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s::jsonb)"
@@ -695,13 +696,9 @@ def _to_jobs(rows: Sequence[Sequence[Any]]) -> list[Job]:
 
 
 @cache
-def _insert_statement(many: bool) -> str:
+def _insert_statement() -> str:
     names = _names()
-    if many:
-        insert = INSERT_MANY_JOBS.format(**names)
-    else:
-        values = ", ".join(f"%(job_{column})s" for column, *_ in _row_columns())
-        insert = INSERT_ONE_JOB.format(values=values, **names)
+    insert = INSERT_MANY_JOBS.format(**names)
     return INSERT_JOBS.format(
         insert=insert, events=names["events"], counts=names["counts"], windows=names["windows"]
     )
@@ -717,11 +714,10 @@ def insert_jobs(jobs: Sequence[Job], *, rate_limited: Sequence[str] = ()) -> Non
     for job in jobs:
         if ("", job.status) not in creatable:
             raise InvalidTransition(f"a job is not created {job.status!r}")
-    connection = connections["default"]
     relay = uses_relay()
     # More than one statement: all of them or none.
     with transaction.atomic() if len(jobs) > BATCH_ROWS else nullcontext():
-        _insert_chunks(jobs, connection, relay, list(rate_limited))
+        _insert_chunks(jobs, connections["default"], relay, list(rate_limited))
     if not relay:
         publish_on_commit([job for job in jobs if job.status == JobStatus.QUEUED])
 
@@ -731,23 +727,16 @@ def _insert_chunks(
 ) -> None:
     for start in range(0, len(jobs), BATCH_ROWS):
         chunk = jobs[start : start + BATCH_ROWS]
-        params: dict[str, Any]
-        if len(chunk) > 1:
-            params = {"rows": Jsonb(_rows_json(chunk), dumps=_as_is)}
-        else:
-            params = {
-                f"job_{column[0]}": _value(chunk[0], column, connection)
-                for column in _row_columns()
-            }
         queued = Counter(job.queue for job in chunk if job.status == JobStatus.QUEUED)
-        params.update(
-            channel=CHANNEL,
-            wakeups=notify_payload(queued),
-            notify=bool(queued) and relay,
-            rate_limited=rate_limited,
-        )
+        params = {
+            "rows": Jsonb(_rows_json(chunk), dumps=_as_is),
+            "channel": CHANNEL,
+            "wakeups": notify_payload(queued),
+            "notify": bool(queued) and relay,
+            "rate_limited": rate_limited,
+        }
         with connection.cursor() as cursor:
-            cursor.execute(_insert_statement(len(chunk) > 1), params)
+            cursor.execute(_insert_statement(), params)
         for job in chunk:
             job._state.adding = False
             job._state.db = "default"
@@ -758,14 +747,14 @@ def _as_is(data: bytes) -> bytes:
 
 
 @cache
-def _row_columns() -> list[tuple[str, str, Any, Any]]:
-    """(column, attribute, JSON encoder's ``default`` or None for a plain column, field)."""
+def _row_columns() -> list[tuple[str, str, Any]]:
+    """(column, attribute, JSON encoder's ``default`` or None for a plain column)."""
     columns = []
     for f in _fields():
         default = None
         if isinstance(f, models.JSONField):
             default = f.encoder().default if f.encoder is not None else _not_json
-        columns.append((str(f.column), f.attname, default, f))
+        columns.append((str(f.column), f.attname, default))
     return columns
 
 
@@ -777,15 +766,6 @@ def _encode(value: Any, default: Any) -> bytes:
     return orjson.dumps(value, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
-def _value(job: Job, column: tuple[str, str, Any, Any], connection: Any) -> Any:
-    """One bound value of a single-row INSERT: JSON columns encoded as in ``_rows_json``."""
-    _, attname, default, f = column
-    value = getattr(job, attname)
-    if default is None:
-        return f.get_db_prep_save(value, connection)
-    return None if value is None else Jsonb(_encode(value, default), dumps=_as_is)
-
-
 def _rows_json(jobs: Sequence[Job]) -> bytes:
     """The jobs as a JSON array of {column: value}. A JSON column's value is encoded as Django
     would store it (its field's encoder decides what plain JSON cannot say, datetimes included),
@@ -795,7 +775,7 @@ def _rows_json(jobs: Sequence[Job]) -> bytes:
     rows = []
     for job in jobs:
         row: dict[str, Any] = {}
-        for column, attname, default, _ in columns:
+        for column, attname, default in columns:
             value = getattr(job, attname)
             if default is not None and value is not None:
                 value = orjson.Fragment(_encode(value, default))
