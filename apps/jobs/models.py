@@ -100,6 +100,10 @@ class Job(models.Model):
     # client had a cap then) and its key's. The change that ends the run gives them back.
     client_slot = models.BooleanField(default=False, db_default=False)
     key_slot = models.BooleanField(default=False, db_default=False)
+    # The schedule that fired it (apps/schedules), or NULL. A plain column, not a foreign key:
+    # schedules sit above jobs (docs/architecture.md), and a deleted schedule leaves its jobs
+    # with the id they were fired by.
+    schedule_id = models.UUIDField(null=True, blank=True, help_text="The schedule that fired it.")
 
     class Meta:
         ordering = ["-id"]
@@ -134,6 +138,12 @@ class Job(models.Model):
             # The running jobs of a queue per client: the fair share's aggregate.
             models.Index(
                 fields=["queue", "client"], name="job_running", condition=Q(status="running")
+            ),
+            # A schedule's jobs, newest first (the admin's link from a schedule to its jobs).
+            models.Index(
+                fields=["schedule_id", "-id"],
+                name="job_schedule_id",
+                condition=Q(schedule_id__isnull=False),
             ),
             # Held jobs (their client is inactive), to release them when it is active again.
             models.Index(fields=["client"], name="job_held", condition=Q(held=True)),

@@ -80,4 +80,5 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "concurrency_key": job.concurrency_key,
         "concurrency_limit": job.concurrency_limit,
         "wait_reason": wait_reason(job),
+        "schedule_id": str(job.schedule_id) if job.schedule_id is not None else None,
     }

@@ -61,14 +61,24 @@ VIEW = {
     "clients.view_apiclient",
     "clients.view_apikey",
     "staff.view_adminauditentry",
+    "schedules.view_schedule",
 }
-OPERATE = {"jobs.cancel_job", "jobs.retry_job", "webhooks.redeliver_webhookdelivery"}
+OPERATE = {
+    "jobs.cancel_job",
+    "jobs.retry_job",
+    "webhooks.redeliver_webhookdelivery",
+    "schedules.trigger_schedule",
+    "schedules.toggle_schedule",
+}
 ADMINISTER = {
     "clients.add_apiclient",
     "clients.change_apiclient",
     "clients.rotate_webhook_secret",
     "clients.add_apikey",
     "clients.revoke_apikey",
+    "schedules.add_schedule",
+    "schedules.change_schedule",
+    "schedules.delete_schedule",
 }
 
 

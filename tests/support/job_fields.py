@@ -27,4 +27,6 @@ JOB_FIELDS = {
     "concurrency_key",
     "concurrency_limit",
     "wait_reason",
+    # API.md, "Workflows": the schedule that fired it, or null.
+    "schedule_id",
 }
