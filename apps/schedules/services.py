@@ -188,6 +188,27 @@ def schedule_update(*, schedule: Schedule, data: Any, now: datetime | None = Non
     return locked
 
 
+def schedule_store(schedule: Schedule, *, changed: list[str], now: datetime | None = None) -> None:
+    """Save a schedule built or edited outside the API (the admin's form, whose ``clean`` ran
+    ``parse_schedule``). A new one gets its first tick; an existing one writes only the
+    ``changed`` fields, under the row's lock (a tick fired meanwhile is kept, never written
+    back), and moves to the first tick after now when cron, time zone or enabled changed."""
+    now = now or django_timezone.now()
+    schedule.updated_at = now
+    if schedule._state.adding:
+        schedule.created_at = now
+        _retime(schedule, now=now)
+        _save(schedule, force_insert=True)
+        return
+    fields = [name for name in changed if name in FIELDS or name == "client"]
+    with transaction.atomic():
+        Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        if TIMING_FIELDS & set(fields):
+            _retime(schedule, now=now)
+            fields.append("next_run_at")
+        _save(schedule, update_fields=[*fields, "updated_at"])
+
+
 def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
     """Enable or disable (the admin's actions); the same as a PATCH of ``enabled``."""
     return schedule_update(schedule=schedule, data={"enabled": enabled})
