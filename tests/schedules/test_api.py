@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from django.test import TestCase, override_settings
 
@@ -223,3 +224,18 @@ def test_trigger_goes_through_the_clients_quota(tenant: Tenant) -> None:
 
 def test_jobs_submitted_directly_have_no_schedule(tenant: Tenant) -> None:
     assert tenant.submit().json()["schedule_id"] is None
+
+
+def test_webhook_payloads_carry_the_schedule_id(tenant: Tenant) -> None:
+    from apps.jobs.services import job_cancel
+    from apps.webhooks.models import WebhookDelivery
+    from apps.webhooks.services import render
+
+    job_body = {**JOB, "webhook_url": "http://127.0.0.1:9/hook", "webhook_events": ["job.canceled"]}
+    schedule_id = create(tenant, job=job_body).json()["id"]
+    job_id = tenant.post(f"{URL}/{schedule_id}/trigger").json()["id"]
+    job_cancel(job=Job.objects.get(pk=job_id))
+    delivery = WebhookDelivery.objects.get(job_id=job_id)
+    payload = orjson.loads(render(delivery))
+    assert payload["type"] == "job.canceled"
+    assert payload["data"]["schedule_id"] == schedule_id
