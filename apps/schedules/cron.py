@@ -54,17 +54,20 @@ def _field(values: list[str], specials: list[str], *, ranges: bool) -> str:
     return f"{item}(?:,{item})*"
 
 
-def cron_pattern(*, ranges: bool = True, day_max: int = 31) -> str:
+def cron_pattern(*, ranges: bool = True, day_max: int = 31, specials: bool = True) -> str:
     """The grammar of a five-field expression as an anchored regular expression (JSON Schema's
-    dialect and Python's alike). ``ranges`` and ``day_max`` give narrower grammars whose every
-    match cronsim takes (tests/e2e/test_schema_fuzz.py generates from one)."""
+    dialect and Python's alike). ``ranges=False, day_max=29, specials=False`` gives a narrower
+    grammar every match of which fires (tests/e2e/test_schema_fuzz.py generates from it): no
+    reversed range, no day missing from the chosen months, no ``LW`` that must be a Sunday."""
     days = ["0?[1-9]", "1[0-9]", "2[0-9]"] + (["3[01]"] if day_max >= 31 else [])
     fields = [
         _field(["[0-5]?[0-9]"], [], ranges=ranges),
         _field(["[01]?[0-9]", "2[0-3]"], [], ranges=ranges),
-        _field(days, ["LW", "L"], ranges=ranges),
+        _field(days, ["LW", "L"] if specials else [], ranges=ranges),
         _field(["0?[1-9]", "1[0-2]", *_names(_MONTHS)], [], ranges=ranges),
-        _field(["[0-7]", *_names(_DAYS)], ["[0-7]#[1-5]", "[0-7]L"], ranges=ranges),
+        _field(
+            ["[0-7]", *_names(_DAYS)], ["[0-7]#[1-5]", "[0-7]L"] if specials else [], ranges=ranges
+        ),
     ]
     return "^" + " ".join(fields) + "$"
 

@@ -120,11 +120,14 @@ def fuzzed_document(base: str, *, narrow_cron: bool) -> dict[str, Any]:
     submit.pop("not")  # run_at xor delay_seconds: moot without run_at
     schemas["ScheduleJobDocRequest"]["properties"].pop("webhook_url")
     if narrow_cron:
-        # The cron grammar cannot say that a range ends after its start or that a day exists in
-        # one of the months: for data that must be taken, a grammar without ranges or days 30
-        # and 31 (every match fires). Invalid data is drawn against the full grammar.
+        # The cron grammar cannot say that a range ends after its start, that a day exists in
+        # one of the months or that the expression fires at all ("0 0 LW 1 */7": the last
+        # weekday of January on a Sunday): for data that must be taken, a grammar without
+        # ranges, days 30-31, L or # (every match fires). Invalid data uses the full grammar.
         for name in ("ScheduleCreateDocRequest", "PatchedScheduleCreateDocRequest"):
-            schemas[name]["properties"]["cron"]["pattern"] = cron_pattern(ranges=False, day_max=29)
+            schemas[name]["properties"]["cron"]["pattern"] = cron_pattern(
+                ranges=False, day_max=29, specials=False
+            )
     return document
 
 

@@ -76,6 +76,7 @@ def test_a_disabled_schedule_has_no_next_tick(tenant: Tenant) -> None:
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * * *"}, "cron"),
         ({"cron": "0 0 31 2 *"}, "cron"),
+        ({"cron": "0 0 LW 1 */7,0#1"}, "cron"),  # never fires
         ({"cron": None}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": None}, "timezone"),

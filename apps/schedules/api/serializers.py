@@ -14,8 +14,9 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 CRON_HELP = (
     "Five fields separated by single spaces: minute hour day-of-month month day-of-week, as "
     "Debian's cron reads them (`*`, numbers, ranges, steps, lists, JAN-DEC, SUN-SAT; `L`/`LW` "
-    "in day-of-month, `5L`/`1#2` in day-of-week). A range ends at or after its start, and a "
-    "day-of-month must exist in one of the months. Evaluated in `timezone`; a time that DST "
+    "in day-of-month, `5L`/`1#2` in day-of-week). A range ends at or after its start, a "
+    "day-of-month must exist in one of the months, and the expression must fire within 50 "
+    "years (`0 0 LW 1 SUN` never does). Evaluated in `timezone`; a time that DST "
     "skips fires at the first minute after it, a time that DST repeats fires once."
 )
 
