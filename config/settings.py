@@ -104,6 +104,7 @@ INSTALLED_APPS = [
     "apps.clients",
     "apps.jobs",
     "apps.webhooks",
+    "apps.schedules",
     "apps.staff",
 ]
 
@@ -370,6 +371,12 @@ DEFAULT_MAX_ACTIVE_JOBS = env.int("DEFAULT_MAX_ACTIVE_JOBS", default=10_000)
 # A new client's cap on jobs running at once (apps/clients/models.py); unset means no cap.
 DEFAULT_MAX_RUNNING_JOBS = env.int("DEFAULT_MAX_RUNNING_JOBS", default=None)
 QUOTA_RETRY_AFTER_SECONDS = env.int("QUOTA_RETRY_AFTER_SECONDS", default=5)
+# Schedules (apps/schedules): how many one client may have (409 limit_reached beyond; unlimited
+# clients have no bound), and how many the firing step claims per transaction.
+SCHEDULES_MAX_PER_CLIENT = env.int("SCHEDULES_MAX_PER_CLIENT", default=100)
+SCHEDULES_FIRE_BATCH_SIZE = env.int("SCHEDULES_FIRE_BATCH_SIZE", default=100)
+SCHEDULES_LIST_PAGE_SIZE = 50
+SCHEDULES_LIST_MAX_PAGE_SIZE = 200
 # Idempotency-Key records are kept at least this long.
 IDEMPOTENCY_KEY_TTL_HOURS = env.float("IDEMPOTENCY_KEY_TTL_HOURS", default=24.0)
 # Rate limits per client and endpoint group, as django-ratelimit rates (count/period, period
@@ -457,6 +464,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": max(0.5, API_KEY_LOCAL_SECONDS),
         "options": {**_MAINTENANCE, "expires": 10},
     },
+    # Cron's resolution is a minute: a tick fires within this of its time.
+    "fire-schedules": {
+        "task": "conveyor.maintenance.fire_schedules",
+        "schedule": env.float("SCHEDULER_FIRE_EVERY_SECONDS", default=1.0),
+        "options": {**_MAINTENANCE, "expires": 10},
+    },
     "purge-finished": {
         "task": "conveyor.maintenance.purge_finished",
         "schedule": JOB_PURGE_EVERY_SECONDS,
@@ -502,6 +515,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.jobs.api.openapi.postprocess",
+        "apps.schedules.api.openapi.postprocess",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -8,6 +8,7 @@ from apps.core import views as core_views
 urlpatterns = [
     path("api/v1/", include("apps.jobs.api.urls")),
     path("api/v1/", include("apps.webhooks.urls")),
+    path("api/v1/", include("apps.schedules.urls")),
     path("api/schema/", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("healthz", core_views.healthz, name="healthz"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -10,6 +12,7 @@ from django.utils import timezone
 from apps.clients.models import ApiClient
 from apps.core.ids import uuid7_with_time
 from apps.jobs.models import Job, JobStatus
+from apps.schedules.models import Schedule
 from apps.staff.roles import ROLE_GROUPS
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 
@@ -66,6 +69,24 @@ class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
     status = DeliveryStatus.FAILED
     next_attempt_at = factory.LazyFunction(timezone.now)
     created_at = factory.LazyFunction(timezone.now)
+
+
+class ScheduleFactory(factory.django.DjangoModelFactory):
+    """A schedule as the API would store it (every minute, UTC, an echo job), due next minute."""
+
+    class Meta:
+        model = Schedule
+
+    client = factory.SubFactory(ApiClientFactory)
+    name = factory.Sequence(lambda n: f"schedule-{n}")
+    cron = "* * * * *"
+    job = factory.LazyFunction(lambda: {"type": "diagnostics.echo", "input": {"message": "hi"}})
+    next_run_at = factory.LazyFunction(
+        lambda: timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+    )
+    created_at = factory.LazyFunction(timezone.now)
+    updated_at = factory.LazyFunction(timezone.now)
+    timezone = "UTC"  # after the uses of django.utils.timezone above, which it shadows
 
 
 class StaffUserFactory(factory.django.DjangoModelFactory):

@@ -10,6 +10,7 @@ from django.conf import settings
 from apps.clients.services import api_keys_refuse_in_cache
 from apps.jobs import holds, maintenance
 from apps.jobs.queues import DELIVER_WEBHOOKS_TASK, RUN_JOBS_TASK
+from apps.schedules.firing import schedules_fire_due
 from apps.webhooks import maintenance as webhook_maintenance
 from config.celery_app import app
 from workers import runtime, webhook_drain
@@ -60,6 +61,12 @@ def wake_stalled() -> int:
     bringing the holds of inactive clients' jobs in line (apps/jobs/holds.py)."""
     holds.jobs_sync_holds()
     return maintenance.jobs_wake_stalled(min_age=settings.JOB_STALLED_AFTER_SECONDS)
+
+
+@app.task(name="conveyor.maintenance.fire_schedules", ignore_result=True)
+def fire_schedules() -> int:
+    """Submit the jobs of due schedules, each tick once (apps/schedules/firing.py)."""
+    return schedules_fire_due()
 
 
 @app.task(name="conveyor.maintenance.purge_finished", ignore_result=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+from apps.core.cursors import CURSOR_PATTERN
 
 ErrorBody = inline_serializer(
     name="Error",
@@ -81,3 +83,19 @@ class JobStatusKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
         return []
+
+
+def page_parameters(*, default: int, maximum: int) -> list[OpenApiParameter]:
+    """The ``cursor`` and ``limit`` query parameters of a keyset-paginated list."""
+    return [
+        OpenApiParameter(
+            "cursor",
+            {"type": "string", "pattern": CURSOR_PATTERN},
+            description="From the previous page's `next`.",
+        ),
+        OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+            description="Page size.",
+        ),
+    ]

@@ -17,19 +17,20 @@ import json
 import uuid
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from apps.core.admin_tools import EstimatedCountPaginator, ReplicaListMixin
-from apps.core.errors import ConveyorError
 from apps.core.logs import FILTERED
 from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import all_job_types, get_job_type, queues
 from apps.jobs.representation import wait_reason
-from apps.staff.admin_tools import StaffModelAdmin, note_outcome
+from apps.staff.admin_tools import StaffModelAdmin
 
 
 def masked_input(type_name: str, data: Any) -> Any:
@@ -108,7 +109,20 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     readonly_fields = [
         *(("shown_input" if f.name == "input" else f.name) for f in Job._meta.fields),
         "wait_reason",
+        "schedule",
     ]
+
+    @admin.display(description="schedule")
+    def schedule(self, job: Job) -> str:
+        """A link to the schedule that fired the job (apps/schedules, named by URL only: the
+        schedules app sits above this one)."""
+        if job.schedule_id is None:
+            return "-"
+        try:
+            url = reverse("admin:schedules_schedule_change", args=[job.schedule_id])
+        except NoReverseMatch:
+            return str(job.schedule_id)
+        return format_html('<a href="{}">{}</a>', url, job.schedule_id)
 
     @admin.display(description="wait reason")
     def wait_reason(self, job: Job) -> str:
@@ -150,7 +164,7 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
         location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
     )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._apply(request, queryset, lambda job: services.job_retry(job=job), "retried")
+        self.apply_each(request, queryset, lambda job: services.job_retry(job=job), "retried")
 
     @admin.action(
         description="Cancel the selected jobs",
@@ -158,18 +172,4 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
         location=[ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM],
     )
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._apply(request, queryset, lambda job: services.job_cancel(job=job), "canceled")
-
-    def _apply(self, request: HttpRequest, queryset: QuerySet[Job], action: Any, verb: str) -> None:
-        done, refused = 0, []
-        for job in queryset[:1000]:
-            try:
-                action(job)
-                done += 1
-            except ConveyorError as exc:
-                refused.append(f"{job.pk}: {exc.message}")
-        if done:
-            self.message_user(request, f"{done} job(s) {verb}.", messages.SUCCESS)
-        for line in refused[:20]:
-            self.message_user(request, line, messages.WARNING)
-        note_outcome(request, f"{done} {verb}, {len(refused)} refused")
+        self.apply_each(request, queryset, lambda job: services.job_cancel(job=job), "canceled")

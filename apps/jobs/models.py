@@ -106,6 +106,11 @@ class Job(models.Model):
     unique_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     unique_for_seconds = models.PositiveIntegerField(null=True, blank=True)
 
+    # The schedule that fired it (apps/schedules), or NULL. A plain column, not a foreign key:
+    # schedules sit above jobs (docs/architecture.md), and a deleted schedule leaves its jobs
+    # with the id they were fired by.
+    schedule_id = models.UUIDField(null=True, blank=True, help_text="The schedule that fired it.")
+
     # Set on the instance a submission returns when it found this job instead of creating one
     # (apps/jobs/uniqueness.py); never stored.
     duplicate = False
@@ -143,6 +148,12 @@ class Job(models.Model):
             # The running jobs of a queue per client: the fair share's aggregate.
             models.Index(
                 fields=["queue", "client"], name="job_running", condition=Q(status="running")
+            ),
+            # A schedule's jobs, newest first (the admin's link from a schedule to its jobs).
+            models.Index(
+                fields=["schedule_id", "-id"],
+                name="job_schedule_id",
+                condition=Q(schedule_id__isnull=False),
             ),
             # Held jobs (their client is inactive), to release them when it is active again.
             models.Index(fields=["client"], name="job_held", condition=Q(held=True)),

@@ -82,4 +82,5 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "unique_key": job.unique_key,
         "unique_for_seconds": job.unique_for_seconds,
         "wait_reason": wait_reason(job),
+        "schedule_id": str(job.schedule_id) if job.schedule_id is not None else None,
     }

@@ -115,8 +115,9 @@ def job_build(
     submission: Submission,
     request_id: str = "",
     idempotency_key: str | None = None,
+    schedule_id: Any = None,
 ) -> Job:
-    """An unsaved Job for a validated submission."""
+    """An unsaved Job for a validated submission (``schedule_id``: the schedule firing it)."""
     job_id, created_at = uuid7_with_time()
     status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
     return Job(
@@ -142,6 +143,7 @@ def job_build(
         run_at=submission.run_at,
         enqueued_at=created_at if status == JobStatus.QUEUED else None,
         request_id=request_id,
+        schedule_id=schedule_id,
     )
 
 
@@ -176,8 +178,10 @@ def job_submit(
     data: Any,
     request_id: str = "",
     idempotency_key: str | None = None,
+    schedule_id: Any = None,
 ) -> Job:
     """Validate one submission, store it with its first event, and publish it after commit.
+    ``schedule_id``: the schedule firing it (apps/schedules), else None.
 
     Raises ValidationFailed (every problem, keyed by field) or PayloadTooLarge; nothing is
     written then.
@@ -189,6 +193,7 @@ def job_submit(
         submission=submission,
         request_id=request_id,
         idempotency_key=idempotency_key,
+        schedule_id=schedule_id,
     )
     if job.unique_key is not None:
         return _store_unique(client, [job], now=now)[0]

@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import ActionLocation
 from django.core.exceptions import PermissionDenied
@@ -86,6 +86,34 @@ class StaffModelAdmin(admin.ModelAdmin):
         audit_record(user=request.user, action=action, model=self._model_label(), **fields)
 
     # --- Actions ----------------------------------------------------------------------------
+    def apply_each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        action: Callable[[Any], Any],
+        verb: str,
+        *,
+        label: Callable[[Any], str] = lambda obj: str(obj.pk),
+    ) -> None:
+        """Run ``action`` (a service) on each selected object, at most 1 000: count those it
+        took, show why it refused the others (a ConveyorError's message), and note the outcome
+        for the audit entry."""
+        from apps.core.errors import ConveyorError
+
+        done, refused = 0, []
+        for obj in queryset[:1000]:
+            try:
+                action(obj)
+                done += 1
+            except ConveyorError as exc:
+                refused.append(f"{label(obj)}: {exc.message}")
+        noun = self.opts.verbose_name
+        if done:
+            self.message_user(request, f"{done} {noun}(s) {verb}.", messages.SUCCESS)
+        for line in refused[:20]:
+            self.message_user(request, line, messages.WARNING)
+        note_outcome(request, f"{done} {verb}, {len(refused)} refused")
+
     def get_actions(
         self, request: HttpRequest, action_location: ActionLocation = ActionLocation.CHANGE_LIST
     ) -> dict[str, Any]:

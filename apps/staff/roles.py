@@ -21,9 +21,19 @@ VIEW = frozenset(
         "clients.view_apiclient",
         "clients.view_apikey",
         "staff.view_adminauditentry",
+        "schedules.view_schedule",
     }
 )
-OPERATE = frozenset({"jobs.cancel_job", "jobs.retry_job", "webhooks.redeliver_webhookdelivery"})
+OPERATE = frozenset(
+    {
+        "jobs.cancel_job",
+        "jobs.retry_job",
+        "webhooks.redeliver_webhookdelivery",
+        # Run a schedule now, pause and resume it: operating what exists, like a retry.
+        "schedules.trigger_schedule",
+        "schedules.toggle_schedule",
+    }
+)
 ADMINISTER = frozenset(
     {
         "clients.add_apiclient",
@@ -31,6 +41,10 @@ ADMINISTER = frozenset(
         "clients.rotate_webhook_secret",
         "clients.add_apikey",
         "clients.revoke_apikey",
+        # Creating or editing a schedule decides what runs on a client's behalf.
+        "schedules.add_schedule",
+        "schedules.change_schedule",
+        "schedules.delete_schedule",
     }
 )
 

@@ -19,12 +19,14 @@ from apps.clients.keys import DISPLAY_PREFIX_LENGTH
 from apps.clients.models import ApiClient, ApiKey
 from apps.clients.services import webhook_secret_rotate
 from apps.jobs.models import Job, JobStatus
+from apps.schedules.models import Schedule
 from apps.staff.models import AdminAuditEntry
 from apps.staff.roles import ROLE_GROUPS
 from apps.webhooks.models import WebhookDelivery
 from tests.factories import (
     ApiClientFactory,
     JobFactory,
+    ScheduleFactory,
     StaffUserFactory,
     WebhookDeliveryFactory,
 )
@@ -61,14 +63,24 @@ VIEW = {
     "clients.view_apiclient",
     "clients.view_apikey",
     "staff.view_adminauditentry",
+    "schedules.view_schedule",
 }
-OPERATE = {"jobs.cancel_job", "jobs.retry_job", "webhooks.redeliver_webhookdelivery"}
+OPERATE = {
+    "jobs.cancel_job",
+    "jobs.retry_job",
+    "webhooks.redeliver_webhookdelivery",
+    "schedules.trigger_schedule",
+    "schedules.toggle_schedule",
+}
 ADMINISTER = {
     "clients.add_apiclient",
     "clients.change_apiclient",
     "clients.rotate_webhook_secret",
     "clients.add_apikey",
     "clients.revoke_apikey",
+    "schedules.add_schedule",
+    "schedules.change_schedule",
+    "schedules.delete_schedule",
 }
 
 
@@ -202,6 +214,38 @@ CASES = [
         ("admin",),
     ),
     Case(
+        "run schedule",
+        "/admin/schedules/schedule/",
+        "trigger_selected",
+        ScheduleFactory,
+        lambda s: Job.objects.filter(schedule_id=s.pk).exists(),
+        ("operator", "admin"),
+    ),
+    Case(
+        "disable schedule",
+        "/admin/schedules/schedule/",
+        "disable_selected",
+        ScheduleFactory,
+        lambda s: not Schedule.objects.get(pk=s.pk).enabled,
+        ("operator", "admin"),
+    ),
+    Case(
+        "enable schedule",
+        "/admin/schedules/schedule/",
+        "enable_selected",
+        lambda: ScheduleFactory(enabled=False, next_run_at=None),
+        lambda s: Schedule.objects.get(pk=s.pk).next_run_at is not None,
+        ("operator", "admin"),
+    ),
+    Case(
+        "delete schedules",
+        "/admin/schedules/schedule/",
+        "delete_selected",
+        ScheduleFactory,
+        lambda s: not Schedule.objects.filter(pk=s.pk).exists(),
+        ("admin",),
+    ),
+    Case(
         "delete clients",
         "/admin/clients/apiclient/",
         "delete_selected",
@@ -233,8 +277,12 @@ def test_a_forged_action_post_is_refused_unless_the_role_has_its_permission(
         assert entry.object_ids == [str(target.pk)]
 
 
+# Bulk deletion is a list action only (an object's page has its own delete view).
+ON_PAGE = [c for c in CASES if c.allowed and c.action != "delete_selected"]
+
+
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("case", [c for c in CASES if c.allowed], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ON_PAGE, ids=lambda c: c.name)
 def test_the_same_actions_on_an_objects_page_need_the_same_permission(
     case: Case, role: str
 ) -> None:

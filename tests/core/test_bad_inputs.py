@@ -209,6 +209,125 @@ for method, template in ID_ENDPOINTS:
     ]:
         CASES.append((name, method, template.replace("{id}", job_id), {}, status, code))
 
+# --- Schedules: the body, the id in the path, the list's query ---------------------------------
+SCHEDULE = "/api/v1/schedules/{sid}"
+_CRON = b'"cron":"30 2 * * *"'
+
+
+def schedule_of(job: bytes, fields: bytes = b'"name":"n",' + _CRON) -> bytes:
+    return b"{" + fields + b',"job":' + job + b"}"
+
+
+BAD_SCHEDULE_BODIES: dict[str, bytes] = {
+    # Every bad job body as a schedule's job (a non-object "body" stays a broken document).
+    **{f"job: {name}": schedule_of(body) for name, body in BAD_BODIES.items()},
+    "job with run_at": schedule_of(b"{" + ECHO + b',"run_at":"2030-01-01T00:00:00Z"}'),
+    "job with delay_seconds": schedule_of(b"{" + ECHO + b',"delay_seconds":5}'),
+    "nul in name": schedule_of(b"{" + ECHO + b"}", b'"name":"a\\u0000b",' + _CRON),
+    "control character in name": schedule_of(b"{" + ECHO + b"}", b'"name":"a\\u0007",' + _CRON),
+    "name over 200 chars": schedule_of(
+        b"{" + ECHO + b"}", b'"name":"' + b"n" * 201 + b'",' + _CRON
+    ),
+    "empty name": schedule_of(b"{" + ECHO + b"}", b'"name":"",' + _CRON),
+    "name a number": schedule_of(b"{" + ECHO + b"}", b'"name":1e400,' + _CRON),
+    "nul in cron": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"30 2 * * *\\u0000"'),
+    "cron 61 minutes": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"61 * * * *"'),
+    "cron six fields": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"0 30 2 * * *"'),
+    "cron reversed range": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"5-3 * * * *"'),
+    "cron 31 February": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"0 0 31 2 *"'),
+    "cron 9 kB": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":"' + b"1," * 4500 + b'1"'),
+    "cron a number": schedule_of(b"{" + ECHO + b"}", b'"name":"n","cron":10'),
+    "timezone unknown": b'{"name":"n",'
+    + _CRON
+    + b',"timezone":"Mars/Olympus","job":{'
+    + ECHO
+    + b"}}",
+    "timezone with nul": b'{"name":"n",'
+    + _CRON
+    + b',"timezone":"UTC\\u0000","job":{'
+    + ECHO
+    + b"}}",
+    "timezone a path": b'{"name":"n",'
+    + _CRON
+    + b',"timezone":"../../etc/passwd","job":{'
+    + ECHO
+    + b"}}",
+    "timezone huge": b'{"name":"n",'
+    + _CRON
+    + b',"timezone":"'
+    + b"Z" * 5000
+    + b'","job":{'
+    + ECHO
+    + b"}}",
+    "enabled 1e400": b'{"name":"n",' + _CRON + b',"enabled":1e400,"job":{' + ECHO + b"}}",
+    "overlap 10^400": b'{"name":"n",'
+    + _CRON
+    + b',"overlap":1'
+    + b"0" * 400
+    + b',"job":{'
+    + ECHO
+    + b"}}",
+    "300-deep object as job": schedule_of(deep_object(300)),
+    "2000-deep array": deep(2000),
+    "unknown field": b'{"name":"n",' + _CRON + b',"job":{' + ECHO + b'},"nope":1}',
+}
+for name, body in BAD_SCHEDULE_BODIES.items():
+    CASES.append((name, "POST", "/api/v1/schedules", {"data": body}, 400, "validation_error"))
+    CASES.append((name, "PATCH", SCHEDULE, {"data": body}, 400, "validation_error"))
+CASES.append(
+    (
+        "required fields missing",
+        "POST",
+        "/api/v1/schedules",
+        {"data": b"{}"},
+        400,
+        "validation_error",
+    )
+)
+for method, path in [("POST", "/api/v1/schedules"), ("PATCH", SCHEDULE)]:
+    CASES.append(
+        (
+            "junk content type",
+            method,
+            path,
+            {"data": b"{}", "content_type": "text/x-junk"},
+            415,
+            "unsupported_media_type",
+        )
+    )
+    CASES.append(
+        (
+            "body over the limit",
+            method,
+            path,
+            {"data": b" " * (1024 * 1024 + 1)},
+            413,
+            "payload_too_large",
+        )
+    )
+SCHEDULE_ID_ENDPOINTS = [
+    ("GET", SCHEDULE),
+    ("PATCH", SCHEDULE),
+    ("DELETE", SCHEDULE),
+    ("POST", SCHEDULE + "/trigger"),
+]
+for method, template in SCHEDULE_ID_ENDPOINTS:
+    for name, schedule_id, status, code in [
+        ("nul in id", "a%00b", 400, "validation_error"),
+        ("nul after a real id", "{sid}%00", 400, "validation_error"),
+        ("9 kB id", "x" * 9000, 400, "validation_error"),
+        ("not an id", "not-a-schedule", 404, "not_found"),
+        ("unknown uuid", "01a22eed-afdc-7044-ab97-1e994ba18943", 404, "not_found"),
+        ("another client's schedule", "{other_sid}", 404, "not_found"),
+    ]:
+        kwargs = {"data": b'{"enabled":false}'} if method == "PATCH" else {}
+        CASES.append((name, method, template.replace("{sid}", schedule_id), kwargs, status, code))
+for name in ("limit 0", "limit 201", "limit huge", "limit float", "cursor junk", "cursor empty"):
+    CASES.append(
+        (name, "GET", f"/api/v1/schedules?{LIST_QUERIES[name]}", {}, 400, "validation_error")
+    )
+CASES.append(("nul in cursor", "GET", "/api/v1/schedules?cursor=%00", {}, 400, "validation_error"))
+
 for method, path in [
     ("GET", "/api/v1/jobs"),
     ("POST", "/api/v1/jobs"),
@@ -218,6 +337,9 @@ for method, path in [
     ("POST", JOB + "/cancel"),
     ("POST", JOB + "/retry"),
     ("GET", JOB + "/deliveries"),
+    ("GET", "/api/v1/schedules"),
+    ("POST", "/api/v1/schedules"),
+    *SCHEDULE_ID_ENDPOINTS,
 ]:
     for name, kwargs, status, code in [
         ("9 kB header", {"HTTP_X_JUNK": "j" * 9000}, 431, "request_header_fields_too_large"),
@@ -248,9 +370,10 @@ for method, path in [
 
 def endpoint_of(method: str, path: str) -> str:
     bare = path.split("?", 1)[0]
-    if bare.startswith("/api/v1/jobs/") and bare != "/api/v1/jobs/batch":
-        tail = bare.removeprefix("/api/v1/jobs/").split("/", 1)
-        bare = "/api/v1/jobs/{id}" + ("/" + tail[1] if len(tail) > 1 else "")
+    for collection in ("/api/v1/jobs/", "/api/v1/schedules/"):
+        if bare.startswith(collection) and bare != "/api/v1/jobs/batch":
+            tail = bare.removeprefix(collection).split("/", 1)
+            bare = collection + "{id}" + ("/" + tail[1] if len(tail) > 1 else "")
     return f"{method} {bare}"
 
 
@@ -271,6 +394,12 @@ def test_bad_input_gets_a_4xx_in_the_error_shape(
     job_id = tenant.submit().json()["id"]
     foreign_id = other.submit().json()["id"]
     path = path.replace("{id}", job_id).replace("{other}", foreign_id)
+    if "{sid}" in path or "{other_sid}" in path:
+        schedule = {"name": "s", "cron": "30 2 * * *", "job": {"type": "diagnostics.echo"}}
+        schedule["job"]["input"] = {"message": "m"}
+        own = tenant.post("/api/v1/schedules", schedule)
+        theirs = other.post("/api/v1/schedules", schedule)
+        path = path.replace("{sid}", own.json()["id"]).replace("{other_sid}", theirs.json()["id"])
     kwargs = dict(kwargs)
     # A case that sends its own Authorization header gets a client without the tenant's key.
     http = APIClient() if "HTTP_AUTHORIZATION" in kwargs else tenant.http
@@ -280,7 +409,10 @@ def test_bad_input_gets_a_4xx_in_the_error_shape(
         else:
             data = kwargs.pop("data", None)
             content_type = kwargs.pop("content_type", "application/json")
-            response = http.post(path, data=data, content_type=content_type, **kwargs)
+            send = (
+                http.post if method == "POST" else http.patch if method == "PATCH" else http.delete
+            )
+            response = send(path, data=data, content_type=content_type, **kwargs)
     error = assert_error(response, status, code)
     assert error["message"]
     if status == 400 and code == "validation_error":
@@ -301,6 +433,12 @@ def test_the_table_covers_every_endpoint() -> None:
         "POST /api/v1/jobs/{id}/cancel",
         "POST /api/v1/jobs/{id}/retry",
         "GET /api/v1/jobs/{id}/deliveries",
+        "GET /api/v1/schedules",
+        "POST /api/v1/schedules",
+        "GET /api/v1/schedules/{id}",
+        "PATCH /api/v1/schedules/{id}",
+        "DELETE /api/v1/schedules/{id}",
+        "POST /api/v1/schedules/{id}/trigger",
     }
 
 

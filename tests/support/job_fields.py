@@ -30,4 +30,6 @@ JOB_FIELDS = {
     # API.md, "Unique jobs".
     "unique_key",
     "unique_for_seconds",
+    # API.md, "Workflows": the schedule that fired it, or null.
+    "schedule_id",
 }

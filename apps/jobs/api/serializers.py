@@ -61,6 +61,11 @@ class JobDoc(serializers.Serializer):
         allow_null=True,
         help_text="Why the job has not started; null unless it is waiting.",
     )
+    schedule_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The schedule that fired it (/api/v1/schedules); null for a job submitted "
+        "directly. Kept when the schedule is deleted.",
+    )
 
 
 class JobSubmitDoc(serializers.Serializer):

@@ -19,8 +19,8 @@ from rest_framework.response import Response
 from apps.clients.authentication import ApiKeyAuthentication
 from apps.clients.models import ApiClient
 from apps.core.api import ConveyorAPIView
-from apps.core.api_docs import error_responses
-from apps.core.cursors import CURSOR_PATTERN, decode_cursor, encode_cursor
+from apps.core.api_docs import error_responses, page_parameters
+from apps.core.cursors import decode_cursor, next_page_url, page_limit
 from apps.core.errors import ValidationFailed
 from apps.core.replicas import PRIMARY, pin_ttl
 from apps.core.request_state import request_state
@@ -151,12 +151,12 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
         elif len(value) > METADATA_VALUE_MAX:
             errors[name] = [f"Values are at most {METADATA_VALUE_MAX} characters."]
         metadata[key] = value
-    limit = settings.JOBS_LIST_PAGE_SIZE
-    if "limit" in params:
-        raw = params["limit"]
-        limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 0
-        if not 1 <= limit <= settings.JOBS_LIST_MAX_PAGE_SIZE:
-            errors["limit"] = [f"Must be an integer from 1 to {settings.JOBS_LIST_MAX_PAGE_SIZE}."]
+    limit = page_limit(
+        params,
+        default=settings.JOBS_LIST_PAGE_SIZE,
+        maximum=settings.JOBS_LIST_MAX_PAGE_SIZE,
+        errors=errors,
+    )
     filters = selectors.JobListFilters(
         statuses=statuses,
         types=_items(params.getlist("type"), "type", errors, valid=_type_name),
@@ -230,20 +230,8 @@ _LIST_PARAMETERS = [
         {"type": "string", "format": "date-time"},
         description="RFC 3339 date-time with an offset.",
     ),
-    OpenApiParameter(
-        "cursor",
-        {"type": "string", "pattern": CURSOR_PATTERN},
-        description="From the previous page's `next`.",
-    ),
-    OpenApiParameter(
-        "limit",
-        {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": settings.JOBS_LIST_MAX_PAGE_SIZE,
-            "default": settings.JOBS_LIST_PAGE_SIZE,
-        },
-        description="Page size.",
+    *page_parameters(
+        default=settings.JOBS_LIST_PAGE_SIZE, maximum=settings.JOBS_LIST_MAX_PAGE_SIZE
     ),
 ]
 _IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -287,15 +275,10 @@ class JobCollectionView(ConveyorAPIView):
         jobs, next_pk = selectors.jobs_page_for_client(
             client_id=_client(request).pk, filters=filters, after=cursor, limit=limit
         )
-        next_url = None
-        if next_pk is not None:
-            query = request.query_params.copy()
-            query["cursor"] = encode_cursor(next_pk)
-            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         results = selectors.refine_wait_reasons(
             [job_to_dict(job) for job in jobs], client=_client(request)
         )
-        return Response({"results": results, "next": next_url})
+        return Response({"results": results, "next": next_page_url(request, next_pk)})
 
     @extend_schema(
         operation_id="jobs_submit",
