@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "apps.webhooks",
     "apps.schedules",
     "apps.staff",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -340,6 +341,14 @@ JOB_RETENTION_DAYS = env.float("JOB_RETENTION_DAYS", default=30.0)
 JOB_PURGE_BATCH_SIZE = env.int("JOB_PURGE_BATCH_SIZE", default=1000)
 JOB_PURGE_MAX_SECONDS = env.float("JOB_PURGE_MAX_SECONDS", default=1.0)
 JOB_PURGE_EVERY_SECONDS = env.float("JOB_PURGE_EVERY_SECONDS", default=5.0)
+# The admin dashboard (docs/operations.md, "The dashboard"): finished jobs are counted per minute
+# by a maintenance step every DASHBOARD_ROLLUP_EVERY_SECONDS, which recounts the last
+# DASHBOARD_ROLLUP_RECOUNT_SECONDS (outcomes recorded late) and keeps the counts this many hours.
+DASHBOARD_ROLLUP_EVERY_SECONDS = env.float("DASHBOARD_ROLLUP_EVERY_SECONDS", default=20.0)
+DASHBOARD_ROLLUP_RECOUNT_SECONDS = env.float("DASHBOARD_ROLLUP_RECOUNT_SECONDS", default=300.0)
+DASHBOARD_ROLLUP_RETENTION_HOURS = env.float("DASHBOARD_ROLLUP_RETENTION_HOURS", default=48.0)
+# A queue whose oldest waiting job has waited this long is listed under "needs attention".
+DASHBOARD_STUCK_AFTER_SECONDS = env.float("DASHBOARD_STUCK_AFTER_SECONDS", default=300.0)
 # A wake-up drains its queue for at most this long (or this many jobs), then hands the rest to
 # a fresh wake-up: a backlog never pins one process, and a warm shutdown waits for one job only.
 WORKER_DRAIN_SECONDS = env.float("WORKER_DRAIN_SECONDS", default=1.0)
@@ -469,6 +478,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conveyor.maintenance.fire_schedules",
         "schedule": env.float("SCHEDULER_FIRE_EVERY_SECONDS", default=1.0),
         "options": {**_MAINTENANCE, "expires": 10},
+    },
+    "count-finished": {
+        "task": "conveyor.maintenance.count_finished",
+        "schedule": DASHBOARD_ROLLUP_EVERY_SECONDS,
+        "options": {**_MAINTENANCE, "expires": DASHBOARD_ROLLUP_EVERY_SECONDS},
     },
     "purge-finished": {
         "task": "conveyor.maintenance.purge_finished",

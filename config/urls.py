@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from apps.core import views as core_views
+from apps.dashboard.views import dashboard_data
 
 urlpatterns = [
     path("api/v1/", include("apps.jobs.api.urls")),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("metrics", core_views.metrics, name="metrics"),
+    path("admin/dashboard.json", dashboard_data, name="conveyor-dashboard-data"),
     path("admin/", admin.site.urls),
 ]
 

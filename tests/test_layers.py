@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Lowest first: an app may import itself and the apps before it.
-LAYERS = ["core", "staff", "clients", "jobs", "webhooks", "schedules"]
+LAYERS = ["core", "staff", "clients", "jobs", "webhooks", "schedules", "dashboard"]
 # Upward imports that remain, each with its reason. None: the job store writes the webhook
 # outbox row with the SQL the webhooks app registers (apps/jobs/store.py, use_outbox).
 KNOWN_UPWARD: set[tuple[str, str]] = set()

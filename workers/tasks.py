@@ -10,6 +10,7 @@ from django.conf import settings
 from apps.clients.services import api_keys_refuse_in_cache
 from apps.jobs import holds, maintenance
 from apps.jobs.queues import DELIVER_WEBHOOKS_TASK, RUN_JOBS_TASK
+from apps.jobs.throughput import finished_counts_roll_up
 from apps.schedules.firing import schedules_fire_due
 from apps.webhooks import maintenance as webhook_maintenance
 from config.celery_app import app
@@ -78,6 +79,12 @@ def purge_finished() -> int:
     ) + maintenance.idempotency_records_purge(
         older_than=timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
     )
+
+
+@app.task(name="conveyor.maintenance.count_finished", ignore_result=True)
+def count_finished() -> int:
+    """Recount finished jobs per minute for the admin dashboard (apps/jobs/throughput.py)."""
+    return finished_counts_roll_up().rows
 
 
 @app.task(name="conveyor.maintenance.refuse_revoked_keys", ignore_result=True)

@@ -77,6 +77,7 @@ class ApiClient(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = "API client"
         # Staff roles (apps/staff). Creating a key is the built-in add_apikey.
         permissions = [("rotate_webhook_secret", "Can rotate a client's webhook secret")]
 

@@ -259,3 +259,42 @@ class RateWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_type}: {self.starts} since {self.window_start}"
+
+
+class FinishedCount(models.Model):
+    """How many jobs finished in one minute, per queue, type and outcome (``succeeded``,
+    ``failed``, ``canceled``): the dashboard's throughput and failure rates, read from a few
+    thousand of these rows instead of millions of jobs. Written only by
+    apps/jobs/throughput.py's rollup step, which recounts a trailing window of minutes from the
+    jobs table (its ``job_finished`` index) and replaces their rows."""
+
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=64)
+    type = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=16, choices=JobStatus.choices)
+    count = models.IntegerField()
+
+    class Meta:
+        verbose_name = "finished-jobs count"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "queue", "type", "outcome"], name="finishedcount_minute_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.queue}/{self.type} {self.outcome}: {self.count}"
+
+
+class FinishedCountMark(models.Model):
+    """The rollup's progress: its one row says up to when ``FinishedCount`` was counted. The
+    step locks it (two schedulers by mistake take turns) and moves it in the transaction that
+    writes the counts, so a crash leaves the counts and the mark as they were."""
+
+    counted_to = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "finished-jobs count mark"
+
+    def __str__(self) -> str:
+        return f"counted to {self.counted_to}"

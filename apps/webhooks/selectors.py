@@ -43,3 +43,19 @@ def delivery_to_dict(delivery: WebhookDelivery) -> dict[str, Any]:
         "created_at": rfc3339(delivery.created_at),
         "delivered_at": rfc3339(delivery.delivered_at),
     }
+
+
+# The dashboard counts failing deliveries up to this many: enough to say "many".
+FAILING_COUNT_CAP = 1000
+
+
+def deliveries_failing(*, since: Any) -> dict[str, int]:
+    """Deliveries in trouble, each count capped at ``FAILING_COUNT_CAP``: ``retrying`` (pending
+    after at least one failed attempt; the ``delivery_due`` index's rows) and ``failed`` (gave up
+    after the whole retry window, created since ``since``; the ``delivery_status_id`` index)."""
+    retrying = WebhookDelivery.objects.filter(status="pending", attempts__gte=1).values("pk")
+    failed = WebhookDelivery.objects.filter(status="failed", created_at__gte=since).values("pk")
+    return {
+        "retrying": retrying[:FAILING_COUNT_CAP].count(),
+        "failed": failed[:FAILING_COUNT_CAP].count(),
+    }
