@@ -248,8 +248,8 @@ def test_the_number_of_queries_does_not_grow_with_queues_types_or_clients(
         )
     for _ in range(30):
         finished_counts_roll_up()
-    # Session, user and permissions (4), the dashboard's reads (11), the index's recent actions.
-    with django_assert_max_num_queries(15):
+    # Session, user and permissions (4), the dashboard's reads (10), the index's recent actions.
+    with django_assert_max_num_queries(14):
         figures(viewer)
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(15):
         assert viewer.get("/admin/").status_code == 200
