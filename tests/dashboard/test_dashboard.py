@@ -253,3 +253,13 @@ def test_the_number_of_queries_does_not_grow_with_queues_types_or_clients(
         figures(viewer)
     with django_assert_max_num_queries(15):
         assert viewer.get("/admin/").status_code == 200
+
+
+# --- Names ----------------------------------------------------------------------------------------
+def test_the_index_names_things_as_the_product_does(admin_client: Client) -> None:
+    page = admin_client.get("/admin/").content.decode()
+    assert "Conveyor operations" in page
+    for name in ("API clients", "API keys", "Webhook deliveries", "Admin audit log", "Schedules"):
+        assert name in page, name
+    assert "Api client" not in page
+    assert "Django administration" not in page
