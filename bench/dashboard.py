@@ -187,8 +187,9 @@ def main() -> int:
             timed("vacuum analyze", cursor.execute, "VACUUM ANALYZE")
             cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs_job'))")
             print(f"jobs table with indexes: {cursor.fetchone()[0]}")
-    FinishedCount.objects.all().delete()
-    FinishedCountMark.objects.all().delete()
+    if not args.reuse:
+        FinishedCount.objects.all().delete()
+        FinishedCountMark.objects.all().delete()
     target = timezone.now()
     started = time.perf_counter()
     runs = 0
@@ -196,7 +197,8 @@ def main() -> int:
         finished_counts_roll_up()
         runs += 1
     print(
-        f"rollup catch-up over a day: {time.perf_counter() - started:.1f} s in {runs} runs, "
+        f"rollup catch-up ({'since the kept run' if args.reuse else 'over a day'}): "
+        f"{time.perf_counter() - started:.1f} s in {runs} runs, "
         f"{FinishedCount.objects.count()} rows"
     )
     steady = []
