@@ -124,3 +124,17 @@ def test_counts_older_than_the_retention_are_purged(now: datetime, settings: obj
     caught_up(now)
     assert result.purged == 1
     assert list(FinishedCount.objects.values_list("minute", "count")) == [(kept, 4)]
+
+
+def test_the_scheduler_runs_the_step(now: datetime) -> None:
+    from django.conf import settings
+
+    from workers.tasks import count_finished
+
+    entry = settings.CELERY_BEAT_SCHEDULE["count-finished"]
+    assert entry["task"] == count_finished.name
+    assert entry["options"]["queue"] == "maintenance"
+    finished(JobStatus.SUCCEEDED, timezone.now() - timedelta(seconds=5))
+    for _ in range(30):
+        count_finished()
+    assert sum(counts().values()) == 1
