@@ -45,9 +45,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor_client.client import Client
-from conveyor_client.errors import NotFound, PayloadTooLarge, ValidationError
-from conveyor_client.models import Job
 from django.core import checks
 from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
@@ -58,6 +55,9 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from conveyor_client.aio import AsyncClient
+from conveyor_client.client import Client
+from conveyor_client.errors import NotFound, PayloadTooLarge, ValidationError
+from conveyor_client.models import Job
 
 __all__ = ["ConveyorBackend", "ConveyorJobCanceled", "ConveyorJobFailed", "conveyor_priority"]
 
