@@ -109,6 +109,33 @@ def _wait_workers(log: Path, timeout: float = 60) -> None:
     )
 
 
+# Both keys from one Django start-up (create_client prints one JSON object per call).
+_CREATE_CLIENTS = """
+import io, sys, django
+django.setup()
+from django.core.management import call_command
+for name in sys.argv[1:]:
+    call_command("create_client", name, "--unlimited")
+"""
+
+
+def _create_tenants(env: dict[str, str], names: tuple[str, ...]) -> list[Tenant]:
+    output = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", _CREATE_CLIENTS, *names],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    tenants = []
+    for name, line in zip(names, output.strip().splitlines(), strict=True):
+        data = json.loads(line)
+        tenants.append(Tenant(name, data["api_key"], data["webhook_secret"]))
+    return tenants
+
+
 @pytest.fixture(scope="session")
 def conveyor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("conveyor-live")
@@ -125,7 +152,7 @@ def conveyor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CACHE_KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "cv") + "-client-live",
         "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-        "WEB_CONCURRENCY": "2",
+        "WEB_CONCURRENCY": "1",
         "WORKER_CONCURRENCY": "2",
         "WEBHOOK_CONCURRENCY": "4",
         "WORKER_METRICS_PORT": str(_free_port()),
@@ -153,19 +180,7 @@ def conveyor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     try:
         _wait_ready(url, proc, log)
         _wait_workers(log)
-        tenants = []
-        for name in ("client-tests", "client-tests-other"):
-            out_json = subprocess.run(
-                [str(VENV_BIN / "python"), "manage.py", "create_client", name, "--unlimited"],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout
-            data = json.loads(out_json)
-            tenants.append(Tenant(name, data["api_key"], data["webhook_secret"]))
+        tenants = _create_tenants(env, ("client-tests", "client-tests-other"))
         yield LiveServer(url, env, tenants[0], tenants[1], log)
     finally:
         if proc.poll() is None:

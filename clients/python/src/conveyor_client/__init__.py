@@ -8,6 +8,7 @@ with Client("https://jobs.example.com", api_key) as conveyor:
 
 from conveyor_client._core import RetryPolicy, SubmitOptions
 from conveyor_client._version import API_VERSION, __version__
+from conveyor_client.aio import AsyncClient
 from conveyor_client.client import Client
 from conveyor_client.errors import (
     AlreadyExists,
@@ -49,6 +50,7 @@ __all__ = [
     "API_VERSION",
     "TERMINAL_STATUSES",
     "AlreadyExists",
+    "AsyncClient",
     "BadRequest",
     "Client",
     "Conflict",
