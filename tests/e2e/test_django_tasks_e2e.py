@@ -23,7 +23,6 @@ from tests.support.tenants import Tenant
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 EXAMPLE = ROOT / "examples" / "django_tasks"
-CLIENT_SRC = ROOT / "clients" / "python" / "src"
 SERVER_ENV = {"CONVEYOR_TASK_MODULES": "shop.tasks", "PYTHONPATH": str(EXAMPLE)}
 READY = 120  # seconds for a process to start on a loaded machine
 
@@ -65,7 +64,7 @@ def shop(server: str, make_tenant: Callable[..., Tenant]) -> Callable[..., Any]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "shop.settings",
-        "PYTHONPATH": os.pathsep.join([str(CLIENT_SRC), str(EXAMPLE)]),
+        "PYTHONPATH": str(EXAMPLE),  # conveyor_client: installed by make install-dev
         "CONVEYOR_URL": server,
         "CONVEYOR_API_KEY": tenant.api_key,
     }

@@ -259,7 +259,7 @@ class ConveyorBackend(BaseTaskBackend):
         """``job`` as a ``TaskResult`` (the mappings of the module's docstring)."""
         task = task or self.task_of(job)
         raw_input = job.input if isinstance(job.input, dict) else {}
-        result = TaskResult(
+        result: TaskResult = TaskResult(
             task=task,
             id=job.id,
             status=STATUS[job.status],
@@ -283,7 +283,8 @@ class ConveyorBackend(BaseTaskBackend):
         if not isinstance(error, dict):
             return []
         code, message = str(error.get("code", "")), str(error.get("message", ""))
-        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        found = error.get("details")
+        details: dict[str, Any] = found if isinstance(found, dict) else {}
         if details.get("exception_class"):
             return [
                 TaskError(
