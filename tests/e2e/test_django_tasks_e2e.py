@@ -5,6 +5,7 @@ a worker pool (queues default and reports) and the scheduler run them from
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -12,9 +13,12 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
 import pytest
+from conveyor_client.django import ConveyorBackend
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from apps.jobs.models import Job, JobPriority
 from tests.support.processes import ROOT, start_scheduler, start_web, start_worker
@@ -52,8 +56,26 @@ def server(
             future.result()
         yield base
     finally:
-        for process in processes:
-            process.stop()
+        with ThreadPoolExecutor(len(starts)) as pool:
+            list(pool.map(lambda process: process.stop(), processes))
+
+
+@pytest.fixture
+def shop_tasks(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The example's tasks module, imported here too (for the backend used in-process)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    return importlib.import_module("shop.tasks")
+
+
+@pytest.fixture
+def backend(server: str, make_tenant: Callable[..., Tenant]) -> ConveyorBackend:
+    """The backend as the example's TASKS configures it, in this process, for what is refused
+    (no need for the example's own process there)."""
+    tenant = make_tenant(unlimited=True)
+    return ConveyorBackend(
+        "default",
+        {"QUEUES": ["default", "reports"], "OPTIONS": {"URL": server, "API_KEY": tenant.api_key}},
+    )
 
 
 @pytest.fixture
@@ -87,12 +109,6 @@ def shop(server: str, make_tenant: Callable[..., Tenant]) -> Callable[..., Any]:
 
 class Refused(Exception):
     """A command of the example exited non-zero; its stderr."""
-
-
-def refused(shop: Callable[..., Any], *argv: str) -> str:
-    with pytest.raises(Refused) as failure:
-        shop(*argv)
-    return str(failure.value)
 
 
 def test_enqueue_then_get_result_returns_the_return_value(shop: Callable[..., Any]) -> None:
@@ -159,36 +175,39 @@ def test_run_after_defers_the_start_and_a_negative_priority_is_low(
     assert job.priority == JobPriority.LOW
 
 
-def test_a_task_runs_on_the_queue_its_decorator_names(shop: Callable[..., Any]) -> None:
+def test_a_task_runs_on_the_queue_its_decorator_names(
+    shop: Callable[..., Any], backend: ConveyorBackend, shop_tasks: ModuleType
+) -> None:
     done = shop("enqueue", "shop.tasks.sales_report", '["emea"]', "--wait", "20")["finished"]
     assert done["status"] == "SUCCESSFUL", done
     assert done["return_value"] == {"region": "emea", "job_id": done["id"], "attempt": 1}
     assert done["worker_ids"] == ["conveyor:reports"]
     assert Job.objects.get(pk=done["id"]).queue == "reports"
     # The API has no per-job queue: another queue than the registered one is refused.
-    message = refused(shop, "enqueue", "shop.tasks.add", "[1, 2]", "--queue", "reports")
-    assert "InvalidTask" in message
-    assert "on queue 'default'" in message
+    with pytest.raises(InvalidTask, match="on queue 'default', not 'reports'"):
+        backend.enqueue(shop_tasks.add.using(queue_name="reports"), (1, 2), {})
 
 
-def test_a_task_the_server_does_not_list_is_refused(shop: Callable[..., Any]) -> None:
-    message = refused(shop, "enqueue", "shop.maintenance.purge_cache")
-    assert "InvalidTask" in message
-    assert "CONVEYOR_TASK_MODULES" in message
-    message = refused(shop, "enqueue", "shop.tasks.add", "[1]")  # b is missing: a 400
-    assert "InvalidTask" in message
-    assert "do not fit add" in message
+def test_a_task_the_server_does_not_list_is_refused(
+    backend: ConveyorBackend, shop_tasks: ModuleType
+) -> None:
+    from shop.maintenance import purge_cache
+
+    with pytest.raises(InvalidTask, match="not in the server's CONVEYOR_TASK_MODULES"):
+        backend.enqueue(purge_cache, (), {})
+    with pytest.raises(InvalidTask, match="do not fit add"):  # b is missing: a 400
+        backend.enqueue(shop_tasks.add, (1,), {})
     assert not Job.objects.exists()
 
 
 def test_an_unknown_or_foreign_id_has_no_result(
-    shop: Callable[..., Any], make_tenant: Callable[..., Tenant]
+    backend: ConveyorBackend, make_tenant: Callable[..., Tenant]
 ) -> None:
-    message = refused(shop, "task_result", "01a23000-0000-7000-8000-000000000000")
-    assert "TaskResultDoesNotExist" in message
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result("01a23000-0000-7000-8000-000000000000")
     other = make_tenant("other")
     foreign = other.post("/api/v1/jobs", {"type": "shop.tasks.add", "input": {"args": [1, 2]}})
     assert foreign.status_code == 400  # this process has no CONVEYOR_TASK_MODULES …
     foreign = other.submit()  # … so another client's echo job stands in
-    message = refused(shop, "task_result", foreign.json()["id"])
-    assert "TaskResultDoesNotExist" in message
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(foreign.json()["id"])
