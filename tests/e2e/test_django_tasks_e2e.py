@@ -98,7 +98,7 @@ def shop(server: str, make_tenant: Callable[..., Tenant]) -> Callable[..., Any]:
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=150,
         )
         if done.returncode != 0:
             raise Refused(done.stderr)
@@ -112,7 +112,7 @@ class Refused(Exception):
 
 
 def test_enqueue_then_get_result_returns_the_return_value(shop: Callable[..., Any]) -> None:
-    run = shop("enqueue", "shop.tasks.add", "[2, 3.5]", "--wait", "20")
+    run = shop("enqueue", "shop.tasks.add", "[2, 3.5]", "--wait", "60")
     enqueued, done = run["enqueued"], run["finished"]
     assert enqueued["status"] == "READY"
     assert (enqueued["args"], enqueued["kwargs"]) == ([2, 3.5], {})
@@ -130,14 +130,14 @@ def test_enqueue_then_get_result_returns_the_return_value(shop: Callable[..., An
 
 def test_async_enqueue_and_result_of_a_coroutine_task(shop: Callable[..., Any]) -> None:
     run = shop(
-        "enqueue", "shop.tasks.greet", "--kwargs", '{"name": "Ada"}', "--async", "--wait", "20"
+        "enqueue", "shop.tasks.greet", "--kwargs", '{"name": "Ada"}', "--async", "--wait", "60"
     )
     done = run["finished"]
     assert (done["status"], done["return_value"]) == ("SUCCESSFUL", "Hello, Ada!")
 
 
 def test_a_failing_task_is_failed_with_its_exception(shop: Callable[..., Any]) -> None:
-    done = shop("enqueue", "shop.tasks.charge", '["o-17", 250000]', "--wait", "20")["finished"]
+    done = shop("enqueue", "shop.tasks.charge", '["o-17", 250000]', "--wait", "60")["finished"]
     assert done["status"] == "FAILED"
     assert "return_value" not in done
     [error] = done["errors"]
@@ -162,7 +162,7 @@ def test_run_after_defers_the_start_and_a_negative_priority_is_low(
         "--priority",
         "-20",
         "--wait",
-        "30",
+        "60",
     )
     enqueued, done = run["enqueued"], run["finished"]
     run_after = datetime.fromisoformat(enqueued["run_after"])
@@ -178,7 +178,7 @@ def test_run_after_defers_the_start_and_a_negative_priority_is_low(
 def test_a_task_runs_on_the_queue_its_decorator_names(
     shop: Callable[..., Any], backend: ConveyorBackend, shop_tasks: ModuleType
 ) -> None:
-    done = shop("enqueue", "shop.tasks.sales_report", '["emea"]', "--wait", "20")["finished"]
+    done = shop("enqueue", "shop.tasks.sales_report", '["emea"]', "--wait", "60")["finished"]
     assert done["status"] == "SUCCESSFUL", done
     assert done["return_value"] == {"region": "emea", "job_id": done["id"], "attempt": 1}
     assert done["worker_ids"] == ["conveyor:reports"]
