@@ -58,6 +58,9 @@ def test_a_real_delivery_verifies(client: Client, conveyor_server, receiver) -> 
     assert event.id == headers["webhook-id"]
     # The reference implementation agrees with the client on the same delivery.
     assert standardwebhooks.Webhook(secret).verify(body, headers)["data"]["id"] == job.id
+    delivery = next(d for d in client.deliveries(job.id) if d.webhook_id == event.id)
+    assert delivery.event_type == "job.succeeded"
+    assert delivery.url == receiver.url
     with pytest.raises(WebhookVerificationError):
         verify_webhook(secret, headers, body.replace(b"hook", b"hack"))
     with pytest.raises(WebhookVerificationError):

@@ -80,6 +80,7 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationError",
     "WaitTimeout",
+    "WebhookDelivery",
     "WebhookEvent",
     "WebhookVerificationError",
     "__version__",

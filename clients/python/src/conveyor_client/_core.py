@@ -28,7 +28,7 @@ from conveyor_client.errors import (
     WaitTimeout,
     error_from_response,
 )
-from conveyor_client.models import Job, JobType, Schedule
+from conveyor_client.models import Job, JobType, Schedule, WebhookDelivery
 
 T = TypeVar("T")
 
@@ -64,6 +64,31 @@ class SubmitOptions(TypedDict, total=False):
     idempotency_key: str
     prefer_wait: int
 
+
+#: Each client method and the API operation it wraps (tests hold these to the OpenAPI document).
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "submit": ("POST", "/api/v1/jobs"),
+    "submit_batch": ("POST", "/api/v1/jobs/batch"),
+    "get": ("GET", "/api/v1/jobs/{job_id}"),
+    "wait": ("GET", "/api/v1/jobs/{job_id}"),
+    "list": ("GET", "/api/v1/jobs"),
+    "cancel": ("POST", "/api/v1/jobs/{job_id}/cancel"),
+    "retry": ("POST", "/api/v1/jobs/{job_id}/retry"),
+    "deliveries": ("GET", "/api/v1/jobs/{job_id}/deliveries"),
+    "job_types": ("GET", "/api/v1/job-types"),
+    "create_schedule": ("POST", "/api/v1/schedules"),
+    "list_schedules": ("GET", "/api/v1/schedules"),
+    "get_schedule": ("GET", "/api/v1/schedules/{schedule_id}"),
+    "update_schedule": ("PATCH", "/api/v1/schedules/{schedule_id}"),
+    "delete_schedule": ("DELETE", "/api/v1/schedules/{schedule_id}"),
+    "trigger_schedule": ("POST", "/api/v1/schedules/{schedule_id}/trigger"),
+}
+#: The query parameters ``list(**filters)`` takes.
+LIST_FILTERS = frozenset(
+    {"status", "type", "queue", "metadata", "created_after", "created_before", "limit", "cursor"}
+)
+#: The fields a schedule takes (create and update).
+SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "job", "enabled", "overlap"})
 
 HEADER_OPTIONS = frozenset({"idempotency_key", "prefer_wait"})
 BODY_OPTIONS = frozenset(SubmitOptions.__annotations__) - HEADER_OPTIONS
@@ -250,6 +275,12 @@ def job_action(policy: RetryPolicy, job_id: str, action: str) -> Op[Job]:
     return Job.from_dict(_json(response))
 
 
+def deliveries(policy: RetryPolicy, job_id: str) -> Op[list[WebhookDelivery]]:
+    call = Call("GET", f"jobs/{_path_id(job_id)}/deliveries", replayable=True)
+    response = yield from request(policy, call)
+    return [WebhookDelivery.from_dict(item) for item in _json(response)["results"]]
+
+
 def job_types(policy: RetryPolicy) -> Op[list[JobType]]:
     response = yield from request(policy, Call("GET", "job-types", replayable=True))
     return [JobType.from_dict(item) for item in _json(response)["results"]]
@@ -272,7 +303,7 @@ def list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
         elif name in ("limit", "cursor"):
             params[name] = value
         else:
-            raise TypeError(f"unknown filter: {name}")
+            raise TypeError(f"unknown filter: {name} (filters: {', '.join(sorted(LIST_FILTERS))})")
     return params
 
 
@@ -317,6 +348,9 @@ def get_schedule(policy: RetryPolicy, schedule_id: str) -> Op[Schedule]:
 def update_schedule(
     policy: RetryPolicy, schedule_id: str, changes: Mapping[str, Any]
 ) -> Op[Schedule]:
+    unknown = set(changes) - SCHEDULE_FIELDS
+    if unknown:
+        raise TypeError(f"unknown schedule field(s): {', '.join(sorted(unknown))}")
     body = {key: value for key, value in changes.items() if value is not None}
     if "job" in body:
         body["job"] = _schedule_job(body["job"])

@@ -17,7 +17,7 @@ import httpx
 from conveyor_client import _core
 from conveyor_client._core import Call, Op, RetryPolicy, Sleep, SubmitOptions, T
 from conveyor_client.client import _headers
-from conveyor_client.models import Job, JobType, Schedule
+from conveyor_client.models import Job, JobType, Schedule, WebhookDelivery
 
 
 class AsyncClient:
@@ -124,6 +124,10 @@ class AsyncClient:
             params = None
             for item in items:
                 yield Job.from_dict(item)
+
+    async def deliveries(self, job_id: str) -> builtins.list[WebhookDelivery]:
+        """The webhook deliveries of a job (one per event), with their attempts."""
+        return await self._run(_core.deliveries(self.retry_policy, job_id))
 
     async def job_types(self) -> builtins.list[JobType]:
         return await self._run(_core.job_types(self.retry_policy))

@@ -12,7 +12,7 @@ import httpx
 from conveyor_client import _core
 from conveyor_client._core import Call, Op, RetryPolicy, Sleep, SubmitOptions, T
 from conveyor_client._version import __version__
-from conveyor_client.models import Job, JobType, Schedule
+from conveyor_client.models import Job, JobType, Schedule, WebhookDelivery
 
 USER_AGENT = f"conveyor-client-python/{__version__}"
 
@@ -128,6 +128,10 @@ class Client:
             items, url = self._run(_core.page(self.retry_policy, url, params))
             params = None  # the next URL carries the filters and the cursor
             yield from (Job.from_dict(item) for item in items)
+
+    def deliveries(self, job_id: str) -> builtins.list[WebhookDelivery]:
+        """The webhook deliveries of a job (one per event), with their attempts."""
+        return self._run(_core.deliveries(self.retry_policy, job_id))
 
     def job_types(self) -> builtins.list[JobType]:
         return self._run(_core.job_types(self.retry_policy))

@@ -139,6 +139,29 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class WebhookDelivery:
+    """One webhook event sent (or being sent) for a job, with its attempts (raw dicts)."""
+
+    webhook_id: str
+    event_type: str
+    status: str
+    url: str = ""
+    sequence: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    created_at: datetime | None = None
+    delivered_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WebhookDelivery:
+        result: WebhookDelivery = _build(
+            cls, data, ("next_attempt_at", "created_at", "delivered_at")
+        )
+        return result
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
     """A verified webhook: ``type`` such as ``job.succeeded``, ``job`` the job it is about."""
 
