@@ -314,6 +314,16 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS",
 CONVEYOR_JOB_TYPE_MODULES = env.list(
     "CONVEYOR_JOB_TYPE_MODULES", default=["workers.handlers.diagnostics"]
 )
+# Modules whose django.tasks ``@task`` functions run here as job types named by their dotted
+# path (apps/jobs/django_tasks.py; docs/job-types.md, "Django tasks"). They must be importable
+# (PYTHONPATH) with these settings. Their ``@task`` decorator asks TASKS for its backend alias:
+# each alias in CONVEYOR_TASK_BACKEND_ALIASES gets the backend that accepts what the client's
+# conveyor_client.django.ConveyorBackend accepts.
+CONVEYOR_TASK_MODULES = env.list("CONVEYOR_TASK_MODULES", default=[])
+TASKS = {
+    alias: {"BACKEND": "apps.jobs.django_tasks.ConveyorWorkerBackend"}
+    for alias in env.list("CONVEYOR_TASK_BACKEND_ALIASES", default=["default"])
+}
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 JOB_INPUT_MAX_BYTES = env.int("JOB_INPUT_MAX_BYTES", default=256 * 1024)
 # Input hygiene (apps/core/parsers.py, apps/core/middleware.py InputGuardMiddleware): JSON nested

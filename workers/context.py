@@ -6,10 +6,10 @@ import time
 
 from apps.jobs import services
 from apps.jobs.models import Job
-from apps.jobs.registry import JobCanceled
+from apps.jobs.registry import JobCanceled, JobStopped
 
 
-class JobTimeout(Exception):
+class JobTimeout(JobStopped):
     """Raised inside a handler when its job reaches ``timeout_seconds`` (the soft limit)."""
 
 

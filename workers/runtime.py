@@ -83,11 +83,19 @@ def _result_problem(result: Any) -> str | None:
 
 
 def _failure(
-    job: Job, ctx: WorkerJobContext | None, code: str, message: str, *, retryable: bool
+    job: Job,
+    ctx: WorkerJobContext | None,
+    code: str,
+    message: str,
+    *,
+    retryable: bool,
+    details: dict[str, Any] | None = None,
 ) -> Outcome:
     if ctx is not None:
         job.cancel_requested = job.cancel_requested or ctx.cancel_flag
-    return Outcome(job, JobStatus.FAILED, code=code, message=message, retryable=retryable)
+    return Outcome(
+        job, JobStatus.FAILED, code=code, message=message, retryable=retryable, details=details
+    )
 
 
 def _final_status(job: Job, recorded: Job | None) -> str:
@@ -202,12 +210,12 @@ class WorkerRuntime:
                 return Outcome(job, JobStatus.CANCELED)
             return _failure(job, ctx, "canceled", "the handler stopped itself", retryable=False)
         except PermanentError as exc:
-            return _failure(job, ctx, exc.code, exc.message, retryable=False)
+            return _failure(job, ctx, exc.code, exc.message, retryable=False, details=exc.details)
         except (JobTimeout, SoftTimeLimitExceeded):
             message = f"the job ran over its timeout of {job.timeout_seconds}s"
             return _failure(job, ctx, "timeout", message, retryable=job_type.retry_on_timeout)
         except RetryableError as exc:
-            return _failure(job, ctx, exc.code, exc.message, retryable=True)
+            return _failure(job, ctx, exc.code, exc.message, retryable=True, details=exc.details)
         except Exception as exc:
             logger.exception("job %s (%s) raised", job.pk, job.type)
             return _failure(job, ctx, "error", f"{type(exc).__name__}: {exc}", retryable=True)

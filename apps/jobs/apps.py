@@ -21,6 +21,10 @@ class JobsConfig(AppConfig):
         from apps.jobs.status_cache import on_job_changed
 
         load_job_type_modules(settings.CONVEYOR_JOB_TYPE_MODULES)
+        if settings.CONVEYOR_TASK_MODULES:
+            from apps.jobs.django_tasks import register_task_modules
+
+            register_task_modules(settings.CONVEYOR_TASK_MODULES)
         job_changed.connect(on_job_changed, dispatch_uid="jobs.status_cache")
         post_save.connect(on_client_saved, sender=ApiClient, dispatch_uid="jobs.holds")
         post_save.connect(on_client_created, sender=ApiClient, dispatch_uid="jobs.counts")

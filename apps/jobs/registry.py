@@ -57,26 +57,46 @@ class JobContext(Protocol):
 
 
 class PermanentError(Exception):
-    """A failure that a retry cannot fix: the job fails at once with this code and message."""
+    """A failure that a retry cannot fix: the job fails at once with this code and message
+    (and ``details``, a small JSON object, as the error's ``details`` when given)."""
 
-    def __init__(self, message: str, *, code: str = "permanent_error") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "permanent_error",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 class RetryableError(Exception):
     """A transient failure, with a code of the handler's choosing. (Any other exception that is
-    not a PermanentError is retried too, with code ``error``.)"""
+    not a PermanentError is retried too, with code ``error``.) ``details`` as PermanentError's."""
 
-    def __init__(self, message: str, *, code: str = "retryable_error") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "retryable_error",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 class JobCanceled(Exception):
     """Raised by a handler that saw ``ctx.cancel_requested()``: the job ends ``canceled``."""
+
+
+class JobStopped(Exception):
+    """The base of what the worker raises inside a handler to stop it (its timeout): a handler
+    that catches every exception must let this one through."""
 
 
 Handler = Callable[[JobContext, dict[str, Any]], dict[str, Any] | None]

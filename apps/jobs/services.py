@@ -570,15 +570,30 @@ def _failure(
     )
 
 
+def _error(code: str, message: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    """A job's ``error``: code, message (at most 2000 characters), and the handler's
+    ``details`` when it gave any."""
+    error: dict[str, Any] = {"code": code, "message": message[:2000]}
+    if details:
+        error["details"] = details
+    return error
+
+
 def job_fail(
-    *, job: Job, code: str, message: str, retryable: bool, now: datetime | None = None
+    *,
+    job: Job,
+    code: str,
+    message: str,
+    retryable: bool,
+    now: datetime | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Job | None:
     """Record a failed attempt, as ``failure_outcome`` decides: ``retrying`` (next attempt
     scheduled with backoff) when the error is retryable and attempts remain, ``canceled`` when a
     cancel was requested meanwhile, else ``failed``. None if the attempt no longer owns the
     job."""
     now = now or timezone.now()
-    error = {"code": code, "message": message[:2000]}
+    error = _error(code, message, details)
     return _fail_attempt(
         job, error=error, retryable=retryable, failed_at=now, now=now, reason={"error": error}
     )
@@ -665,6 +680,9 @@ class Outcome:
     message: str = ""
     retryable: bool = False
     at: datetime | None = None
+    # A small JSON object the handler attached to its error (PermanentError/RetryableError
+    # ``details``): the error's ``details``.
+    details: dict[str, Any] | None = None
 
 
 def _outcome_change(outcome: Outcome, now: datetime) -> Change:
@@ -673,7 +691,7 @@ def _outcome_change(outcome: Outcome, now: datetime) -> Change:
         return _success(job, outcome.result, now)
     if outcome.status == JobStatus.CANCELED:
         return _honoured_cancel(job, now)
-    error = {"code": outcome.code, "message": outcome.message[:2000]}
+    error = _error(outcome.code, outcome.message, outcome.details)
     reason = {"error": error}
     return _failure(
         job, error=error, retryable=outcome.retryable, failed_at=now, now=now, reason=reason
@@ -689,7 +707,11 @@ def job_record(outcome: Outcome) -> Job | None:
     if outcome.status == JobStatus.CANCELED:
         return job_finish_canceled(job=job)
     return job_fail(
-        job=job, code=outcome.code, message=outcome.message, retryable=outcome.retryable
+        job=job,
+        code=outcome.code,
+        message=outcome.message,
+        retryable=outcome.retryable,
+        details=outcome.details,
     )
 
 

@@ -135,6 +135,7 @@ def start_worker(
     pool: str = "prefork",
     relay: bool = True,
     extra_args: list[str] | None = None,
+    ready_timeout: float = 30,
     **env: str,
 ) -> ManagedProcess:
     argv = [
@@ -158,16 +159,26 @@ def start_worker(
         *(extra_args or []),
     ]
     process = ManagedProcess(name, argv, service_env(**env), tmp_path / f"{name}.log")
-    process.wait_for_output("ready.")
+    _wait_ready(process, "ready.", ready_timeout)
     return process
 
 
-def start_scheduler(tmp_path: Path, **env: str) -> ManagedProcess:
+def start_scheduler(tmp_path: Path, *, ready_timeout: float = 30, **env: str) -> ManagedProcess:
     """The maintenance worker with its embedded beat, as the Procfile runs it."""
     argv = scheduler_argv(tmp_path)
     process = ManagedProcess("scheduler", argv, service_env(**env), tmp_path / "scheduler.log")
-    process.wait_for_output("ready.")
+    _wait_ready(process, "ready.", ready_timeout)
     return process
+
+
+def _wait_ready(process: ManagedProcess, text: str, timeout: float) -> None:
+    """Wait for ``text`` in the output; a process that is not ready in time is stopped, so that
+    a failed start leaves nothing running."""
+    try:
+        process.wait_for_output(text, timeout=timeout)
+    except BaseException:
+        process.stop()
+        raise
 
 
 def scheduler_argv(tmp_path: Path) -> list[str]:
@@ -193,7 +204,9 @@ def scheduler_argv(tmp_path: Path) -> list[str]:
     ]
 
 
-def start_web(tmp_path: Path, *, workers: int = 1, **env: str) -> tuple[ManagedProcess, str]:
+def start_web(
+    tmp_path: Path, *, workers: int = 1, ready_timeout: float = 30, **env: str
+) -> tuple[ManagedProcess, str]:
     port = free_port()
     argv = [
         str(VENV_BIN / "gunicorn"),
@@ -206,7 +219,7 @@ def start_web(tmp_path: Path, *, workers: int = 1, **env: str) -> tuple[ManagedP
     ]
     process = ManagedProcess("web", argv, service_env(**env), tmp_path / "web.log")
     base = f"http://127.0.0.1:{port}"
-    process.wait_for_output("Booting worker")
+    _wait_ready(process, "Booting worker", ready_timeout)
 
     def answers() -> bool:
         try:

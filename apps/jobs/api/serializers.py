@@ -18,6 +18,13 @@ from apps.jobs.webhook_events import WEBHOOK_EVENTS
 class JobErrorDoc(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
+    details = serializers.DictField(
+        required=False,
+        help_text=(
+            "Present when the handler attached more to its error; a Django task's exception "
+            "gives exception_class (dotted path) and traceback."
+        ),
+    )
 
 
 class JobProgressDoc(serializers.Serializer):
