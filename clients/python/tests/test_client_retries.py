@@ -4,6 +4,7 @@ so the server creates one job whatever the number of tries."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ class FlakyProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults: list[str] = []
+        self.strip_wait = False  # play a server that does not know ?wait (answers at once)
         self.seen: list[tuple[str, str, str | None]] = []
         proxy = self
 
@@ -50,8 +52,11 @@ class FlakyProxy:
                     self.wfile.write(payload)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                path = self.path
+                if proxy.strip_wait:
+                    path = re.sub(r"[?&]wait=\d+", "", path)
                 answer = httpx.request(
-                    self.command, proxy.upstream + self.path, headers=headers, content=body
+                    self.command, proxy.upstream + path, headers=headers, content=body
                 )
                 if fault == "drop":
                     self.close_connection = True
@@ -135,3 +140,33 @@ def test_retry_after_beyond_the_cap_is_not_waited_for(proxy, conveyor_server) ->
         conveyor.job_types()
     assert caught.value.code == "service_unavailable"
     assert len(proxy.seen) == 1
+
+
+def _job_reads(proxy: FlakyProxy) -> list[str]:
+    return [path for method, path, _ in proxy.seen if method == "GET"]
+
+
+def test_wait_on_a_job_read_long_polls_from_its_etag(proxy, conveyor_server) -> None:
+    with Client(proxy.url, conveyor_server.tenant.api_key, retry_policy=FAST) as conveyor:
+        submitted = conveyor.submit("diagnostics.echo", {"message": "lp", "sleep_seconds": 0.3})
+        job = conveyor.get(submitted.id)
+        assert job.etag
+        before = len(_job_reads(proxy))
+        done = conveyor.wait(job, timeout=30)
+    assert done.status == "succeeded"
+    reads = _job_reads(proxy)[before:]
+    assert reads
+    assert all("wait=" in path for path in reads)  # no plain read first: straight to long-polls
+    assert len(reads) <= 4  # one per status change (running, succeeded), not a poll loop
+
+
+def test_wait_polls_with_backoff_when_the_server_ignores_wait(proxy, conveyor_server) -> None:
+    proxy.strip_wait = True
+    with Client(proxy.url, conveyor_server.tenant.api_key, retry_policy=FAST) as conveyor:
+        job = conveyor.submit("diagnostics.echo", {"message": "poll", "sleep_seconds": 1})
+        done = conveyor.wait(job.id, timeout=30)
+    assert done.result == {"message": "poll", "attempt": 1}
+    reads = _job_reads(proxy)
+    # After the first answer showed ?wait unsupported, plain polls (with If-None-Match).
+    assert sum("wait=" in path for path in reads) == 1
+    assert len(reads) >= 4

@@ -9,6 +9,7 @@ written once, so the two clients cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -182,6 +183,11 @@ def _json(response: httpx.Response) -> Any:
     return json.loads(response.content) if response.content else None
 
 
+def _job(response: httpx.Response) -> Job:
+    job = Job.from_dict(_json(response))
+    return dataclasses.replace(job, etag=response.headers.get("ETag"))
+
+
 def _time(value: datetime | str) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -232,7 +238,7 @@ def submit(
         replayable=True,
     )
     response = yield from request(policy, call)
-    return Job.from_dict(_json(response))
+    return _job(response)
 
 
 def submit_batch(
@@ -265,14 +271,14 @@ def _path_id(value: str) -> str:
 
 def get(policy: RetryPolicy, job_id: str) -> Op[Job]:
     response = yield from request(policy, Call("GET", f"jobs/{_path_id(job_id)}", replayable=True))
-    return Job.from_dict(_json(response))
+    return _job(response)
 
 
 def job_action(policy: RetryPolicy, job_id: str, action: str) -> Op[Job]:
     # Not replayable on a lost answer: a second retry of a job that the first one restarted
     # is a 409, and the caller should see what really happened.
     response = yield from request(policy, Call("POST", f"jobs/{_path_id(job_id)}/{action}"))
-    return Job.from_dict(_json(response))
+    return _job(response)
 
 
 def deliveries(policy: RetryPolicy, job_id: str) -> Op[list[WebhookDelivery]]:
@@ -367,7 +373,7 @@ def delete_schedule(policy: RetryPolicy, schedule_id: str) -> Op[None]:
 def trigger_schedule(policy: RetryPolicy, schedule_id: str) -> Op[Job]:
     call = Call("POST", f"schedules/{_path_id(schedule_id)}/trigger")
     response = yield from request(policy, call)
-    return Job.from_dict(_json(response))
+    return _job(response)
 
 
 @dataclass
@@ -388,6 +394,7 @@ def wait(
     job_id: str,
     timeout: float | None,
     on_progress: Callable[[Job], Any] | None,
+    initial: Job | None = None,
     poll_cap: float = 2.0,
 ) -> Op[Job]:
     """Until the job is terminal: long-polls ``GET /jobs/{id}?wait=N`` with ``If-None-Match``
@@ -400,6 +407,14 @@ def wait(
     etag: str | None = None
     last_progress: Any = None
     job: Job | None = None
+    if initial is not None and initial.etag:
+        # A job just submitted or read: long-poll from its version at once (one request fewer).
+        job, etag = initial, initial.etag
+        if on_progress is not None and job.progress is not None:
+            last_progress = (job.progress.percent, job.progress.message)
+            on_progress(job)
+        if job.is_terminal:
+            return job
     while True:
         remaining = math.inf if deadline is None else deadline - time.monotonic()
         seconds = int(min(LONG_POLL_MAX_SECONDS, remaining))
@@ -413,6 +428,7 @@ def wait(
             timeout=(seconds + 10.0) if params else None,
             replayable=True,
         )
+        asked = time.monotonic()
         try:
             response = yield from request(policy, call)
         except ValidationError as exc:
@@ -420,6 +436,13 @@ def wait(
                 raise
             long_poll = False  # a server that validates but does not offer ?wait
             continue
+        # A long-poll's 304 comes after its N seconds; sooner, the server ignored ?wait.
+        if (
+            response.status_code == 304
+            and params is not None
+            and time.monotonic() - asked < params["wait"] / 2
+        ):
+            long_poll = False
         if response.status_code != 304:  # 304: nothing changed (a poll, or a long-poll ran out)
             new_etag = response.headers.get("ETag")
             if params is not None and new_etag == etag:

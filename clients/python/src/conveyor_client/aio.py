@@ -106,8 +106,9 @@ class AsyncClient:
         on_progress: Callable[[Job], Any] | None = None,
     ) -> Job:
         """See :meth:`conveyor_client.Client.wait`."""
+        initial = job_id if isinstance(job_id, Job) else None
         ident = job_id.id if isinstance(job_id, Job) else job_id
-        return await self._run(_core.wait(self.retry_policy, ident, timeout, on_progress))
+        return await self._run(_core.wait(self.retry_policy, ident, timeout, on_progress, initial))
 
     async def cancel(self, job_id: str) -> Job:
         return await self._run(_core.job_action(self.retry_policy, job_id, "cancel"))

@@ -110,8 +110,9 @@ class Client:
         """The job once terminal (succeeded, failed or canceled: check ``.status``);
         :class:`~conveyor_client.WaitTimeout` after ``timeout`` seconds (None: no limit).
         ``on_progress(job)`` is called each time the job's progress changes."""
+        initial = job_id if isinstance(job_id, Job) else None
         ident = job_id.id if isinstance(job_id, Job) else job_id
-        return self._run(_core.wait(self.retry_policy, ident, timeout, on_progress))
+        return self._run(_core.wait(self.retry_policy, ident, timeout, on_progress, initial))
 
     def cancel(self, job_id: str) -> Job:
         return self._run(_core.job_action(self.retry_policy, job_id, "cancel"))

@@ -74,6 +74,8 @@ class Job:
     depends_on: list[str] = field(default_factory=list)
     schedule_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: The answer's ETag: ``wait(job)`` long-polls from this version without reading it again.
+    etag: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_terminal(self) -> bool:
