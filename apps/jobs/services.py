@@ -282,10 +282,10 @@ def job_submit_batch(
 # --- Client actions -------------------------------------------------------------------------
 
 
-def job_cancel(*, job: Job) -> tuple[Job, bool]:
+def job_cancel(*, job: Job, by: str = "client") -> tuple[Job, bool]:
     """Cancel a job. Returns (job, finished): a waiting job is canceled at once (True); a running
     one gets ``cancel_requested`` and its worker stops it (False). Raises InvalidState for a
-    finished job."""
+    finished job. ``by`` names who asked, in the event ("client", "staff")."""
     for _ in range(_CAS_ATTEMPTS):
         status = job.status
         now = timezone.now()
@@ -294,7 +294,7 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
                 job.pk,
                 {"status": status},
                 kind=EventKind.CANCELED,
-                reason={"reason": "canceled by client"},
+                reason={"reason": f"canceled by {by}"},
                 at=now,
                 changes={
                     "status": JobStatus.CANCELED,
@@ -328,8 +328,9 @@ def job_cancel(*, job: Job) -> tuple[Job, bool]:
     raise InvalidState("The job is changing too fast to cancel; try again.")
 
 
-def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
-    """Run a failed or canceled job again: status ``queued``, attempts and outcome reset."""
+def job_retry(*, job: Job, client: ApiClient | None = None, by: str = "client") -> Job:
+    """Run a failed or canceled job again: status ``queued``, attempts and outcome reset.
+    ``by`` names who asked, in the event ("client", "staff")."""
     for _ in range(_CAS_ATTEMPTS):
         status = job.status
         if status not in {JobStatus.FAILED, JobStatus.CANCELED}:
@@ -344,7 +345,7 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
                 job.pk,
                 {"status": status},
                 kind=EventKind.RETRIED,
-                reason={"reason": "retried by client"},
+                reason={"reason": f"retried by {by}"},
                 at=now,
                 changes={
                     "status": JobStatus.QUEUED,
