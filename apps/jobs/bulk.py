@@ -4,9 +4,10 @@ The console's confirmation page creates a ``JobBulkAction`` (with the list's que
 many jobs matched) and audits it; the maintenance worker runs it (``conveyor.maintenance.
 bulk_actions``, also published at once when the action is confirmed): it walks the matching jobs
 by ascending id, ``CHUNK`` at a time, and hands each job to the same service the API uses
-(``job_retry`` / ``job_cancel``), so every job gets its event, its status-cache update, its
-webhook and its wake-up. Each job's change is its own short transaction: the jobs table is never
-locked beyond one row at a time, and the admin and the workers go on while it runs. Progress is
+(``jobs_retry_many`` / ``jobs_cancel_many``: ``job_retry``'s and ``job_cancel``'s changes, made
+set-wise), so every job gets its event, its status-cache update, its webhook and its wake-up.
+Each chunk is one short transaction that locks only its own rows: the admin, the API and the
+workers go on while it runs. Progress is
 written after every chunk; a run that stops (a worker killed) is taken over by the next tick
 once its heartbeat is stale, from its cursor.
 """
@@ -23,7 +24,6 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from apps.core.errors import ConveyorError
 from apps.core.ids import uuid7
 from apps.jobs import services
 from apps.jobs.models import (
@@ -115,18 +115,6 @@ def _claim(now: Any) -> JobBulkAction | None:
     return None
 
 
-def _apply(bulk: JobBulkAction, job: Job) -> bool:
-    try:
-        if bulk.action == "retry":
-            services.job_retry(job=job, by="staff")
-        else:
-            services.job_cancel(job=job, by="staff")
-    except ConveyorError:
-        # Changed meanwhile (retried by its client, finished, purged) or over its quota.
-        return False
-    return True
-
-
 def bulk_action_step(bulk: JobBulkAction, *, chunk: int = CHUNK) -> bool:
     """Handle the next chunk of ``bulk``; False when nothing is left (then it is done)."""
     targets = bulk_targets(bulk.action, bulk.query)
@@ -135,7 +123,10 @@ def bulk_action_step(bulk: JobBulkAction, *, chunk: int = CHUNK) -> bool:
     if bulk.upto is not None:
         targets = targets.filter(pk__lt=bulk.upto)
     jobs = list(targets.order_by("pk")[:chunk])
-    done = sum(_apply(bulk, job) for job in jobs)
+    if bulk.action == "retry":
+        done = len(services.jobs_retry_many(jobs=jobs, by="staff"))
+    else:
+        done = len(services.jobs_cancel_many(jobs=jobs, by="staff"))
     now = timezone.now()
     fields: dict[str, Any] = {"heartbeat_at": now}
     if jobs:
