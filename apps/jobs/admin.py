@@ -167,8 +167,8 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     ordering = ("-id",)
     inlines = [JobEventInline]
     actions = ["retry_selected", "cancel_selected"]
-    # The job's page, section by section. Another app may add a section (its readonly fields
-    # listed in it): fieldsets are looked up by title, see ``section``.
+    # The job's page, section by section. A field added to ``readonly_fields`` and listed in no
+    # section appears in a "Dependencies" section after "Links" (``get_fieldsets``).
     fieldsets = [
         (
             "Job",
@@ -232,6 +232,17 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
             },
         ),
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The sections above, plus a "Dependencies" section after "Links" holding any
+        ``readonly_fields`` another change adds (job dependencies, say) that no section lists."""
+        fieldsets = list(super().get_fieldsets(request, obj))
+        listed = {name for _, options in fieldsets for name in options["fields"]}
+        extra = [name for name in self.readonly_fields if name not in listed]
+        if extra:
+            at = next(i for i, (title, _) in enumerate(fieldsets) if title == "Links") + 1
+            fieldsets.insert(at, ("Dependencies", {"fields": tuple(extra)}))
+        return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Everything on the page is read-only: a job changes through its actions only.

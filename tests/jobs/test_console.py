@@ -277,3 +277,20 @@ def test_a_superuser_sees_the_bulk_actions_page() -> None:
     browser.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
     page = browser.get("/admin/jobs/jobbulkaction/")
     assert page.status_code == 200
+
+
+def test_a_readonly_field_added_later_gets_its_own_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.contrib import admin
+
+    job_admin = admin.site._registry[Job]
+    monkeypatch.setattr(type(job_admin), "readonly_fields", ("worker_note",), raising=False)
+    monkeypatch.setattr(
+        type(job_admin),
+        "worker_note",
+        admin.display(description="depends on")(lambda self, job: "nothing"),
+        raising=False,
+    )
+    job = JobFactory()
+    page = browser_for("viewer").get(f"{LIST}{job.pk}/change/").content.decode()
+    assert "Dependencies" in page
+    assert "Depends on" in page
