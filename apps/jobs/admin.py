@@ -380,10 +380,16 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
         try:
-            return parse_search(search_term).apply(queryset), False
+            search = parse_search(search_term)
+            queryset = search.apply(queryset)
         except SearchError as exc:
             self.message_user(request, str(exc), messages.WARNING)
             return queryset.none(), False
+        if search.sort_matches and set(queryset.query.order_by) <= {"-id", "-pk"}:
+            # Newest first by creation time rather than by key: the same order (ids are
+            # UUIDv7), served by sorting the index's matches (see JobSearch.sort_matches).
+            queryset = queryset.order_by("-created_at", "-id")
+        return queryset, False
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
