@@ -294,3 +294,22 @@ def test_a_readonly_field_added_later_gets_its_own_section(monkeypatch: pytest.M
     page = browser_for("viewer").get(f"{LIST}{job.pk}/change/").content.decode()
     assert "Dependencies" in page
     assert "Depends on" in page
+
+
+def test_a_metadata_search_sorts_its_matches_and_a_bare_word_needs_no_join() -> None:
+    acme = ApiClientFactory(name="acme")
+    older = JobFactory(client=acme, metadata={"order": "7"})
+    newer = JobFactory(client=acme, metadata={"order": "7"}, idempotency_key="acme")
+    browser = browser_for("viewer")
+    response = browser.get(LIST, {"q": "order=7"})
+    changelist = response.context["cl"]
+    assert list(changelist.queryset.query.order_by) == ["-created_at", "-id"]
+    assert [job.pk for job in changelist.result_list] == [newer.pk, older.pk]
+    # A column the operator sorts by is kept.
+    sorted_by_type = browser.get(LIST, {"q": "order=7", "o": "2"}).context["cl"]
+    assert "-created_at" not in sorted_by_type.queryset.query.order_by
+    # "acme" is both a client's name and an idempotency key: both kinds are found, and the
+    # query filters on the client's id, not through a join.
+    words = browser.get(LIST, {"q": "acme"}).context["cl"]
+    assert {job.pk for job in words.result_list} == {older.pk, newer.pk}
+    assert "clients_apiclient" not in str(words.queryset.query).split("WHERE", 1)[1]
