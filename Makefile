@@ -91,3 +91,7 @@ bench: install-dev services  ## Benchmarks (BENCH_ARGS="--quick" for a short run
 .PHONY: soak
 soak: install-dev services  ## Repeat the kill tests SOAK_RUNS times (default 20)
 	bash bench/soak.sh $${SOAK_RUNS:-20}
+
+.PHONY: screenshots
+screenshots: install-dev  ## Screenshots of the admin console into docs/screenshots/ (a seeded dev database)
+	$(BIN)/python bin/screenshots.py

@@ -1107,6 +1107,28 @@ class Bench:
         }
         self.reset_jobs()
 
+    def phase_admin_list(self) -> None:
+        """The operator console on a generated table (bench/admin_console.py): the job list per
+        filter, p50/p99, and a bulk retry of ``--admin-bulk`` failed jobs meanwhile. Not in the
+        default phases: filling ``--admin-rows`` (10 M) takes tens of minutes on two cores."""
+        output = subprocess.run(
+            [
+                sys.executable,
+                "bench/admin_console.py",
+                "--rows",
+                str(self.args.admin_rows),
+                "--bulk",
+                str(self.args.admin_bulk),
+                "--no-plans",
+            ],
+            cwd=ROOT,
+            env={**self.env, "BENCH_DB": DB_NAME},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        self.results["admin_list"] = json.loads(output)
+
     def phase_memory(self) -> None:
         m = self.args.memory_jobs
         scheduler, workers = self.start_scheduler(), self.start_workers()
@@ -1404,6 +1426,8 @@ def main() -> int:
     parser.add_argument("--fairness-jobs", type=int, default=20_000)
     parser.add_argument("--fairness-key-jobs", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--admin-rows", type=int, default=10_000_000)
+    parser.add_argument("--admin-bulk", type=int, default=100_000)
     parser.add_argument("--longpoll-clients", type=int, default=1000)
     parser.add_argument("--longpoll-rate", type=float, default=200, help="job changes per second")
     parser.add_argument(
@@ -1428,6 +1452,7 @@ def main() -> int:
         args.pipeline_jobs, args.latency_jobs, args.memory_jobs = 5000, 100, 10_000
         args.webhook_jobs = 2000
         args.fairness_trials, args.fairness_jobs, args.fairness_key_jobs = 20, 4000, 2000
+        args.admin_rows, args.admin_bulk = 1_000_000, 10_000
     if not shutil.which("wrk"):
         log("wrk is required: apt-get install wrk")
         return 2

@@ -494,6 +494,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": DASHBOARD_ROLLUP_EVERY_SECONDS,
         "options": {**_MAINTENANCE, "expires": DASHBOARD_ROLLUP_EVERY_SECONDS},
     },
+    # The admin's bulk retries and cancels (apps/jobs/bulk.py); also published when confirmed.
+    "bulk-actions": {
+        "task": "conveyor.maintenance.bulk_actions",
+        "schedule": 1.0,
+        "options": {**_MAINTENANCE, "expires": 10},
+    },
     "purge-finished": {
         "task": "conveyor.maintenance.purge_finished",
         "schedule": JOB_PURGE_EVERY_SECONDS,
@@ -501,6 +507,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TASK_ROUTES = {"conveyor.maintenance.*": _MAINTENANCE}
+# How long one run of the bulk-action step may work before it leaves the rest to the next tick:
+# the maintenance worker runs one step at a time, so this delays promotions at most that long.
+BULK_ACTION_BUDGET_SECONDS = env.float("BULK_ACTION_BUDGET_SECONDS", default=2.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.JSONRenderer"],

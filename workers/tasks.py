@@ -92,3 +92,11 @@ def refuse_revoked_keys() -> int:
     """Write the auth cache's refusal of recently revoked keys and inactive clients' keys again
     (a revocation made while the cache was unreachable from its process)."""
     return api_keys_refuse_in_cache()
+
+
+@app.task(name="conveyor.maintenance.bulk_actions", ignore_result=True)
+def bulk_actions() -> int:
+    """Run the admin's confirmed bulk retries and cancels in short chunks (apps/jobs/bulk.py)."""
+    from apps.jobs.bulk import bulk_actions_run
+
+    return bulk_actions_run(budget_seconds=settings.BULK_ACTION_BUDGET_SECONDS)

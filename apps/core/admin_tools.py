@@ -8,7 +8,9 @@ POST through the admin (actions, edits, deletions) pins the user first.
 counts the filtered rows to paginate, which on a million jobs is a scan of the table on every
 page view; this paginator counts exactly up to ``exact_up_to`` rows and otherwise answers with
 PostgreSQL's estimate (the table's ``reltuples`` without filters, the planner's row estimate
-with them).
+with them). The bounded count itself gets ``count_budget_ms``: a filter no index serves (a rare
+job type, say) would otherwise read the whole table to find its 10 001 rows; past the budget
+the planner's estimate answers instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
@@ -54,6 +56,7 @@ class ReplicaListMixin:
 
 class EstimatedCountPaginator(Paginator):
     exact_up_to = 10_000
+    count_budget_ms = 150
 
     @cached_property
     def count(self) -> int:
@@ -65,10 +68,32 @@ class EstimatedCountPaginator(Paginator):
             estimate = _table_estimate(connection, queryset.model._meta.db_table)
             if estimate > self.exact_up_to:
                 return estimate
-        capped = queryset.order_by()[: self.exact_up_to + 1].count()
-        if capped <= self.exact_up_to:
+        capped = _count_within(connection, queryset, self.exact_up_to + 1, self.count_budget_ms)
+        if capped is not None and capped <= self.exact_up_to:
             return capped
-        return max(capped, _plan_estimate(connection, queryset))
+        return max(capped or 0, _plan_estimate(connection, queryset))
+
+
+def _count_within(connection: Any, queryset: Any, limit: int, budget_ms: int) -> int | None:
+    """``COUNT`` of at most ``limit`` rows, or None when it takes longer than ``budget_ms``."""
+    if connection.vendor != "postgresql":
+        return int(queryset.order_by()[:limit].count())
+    try:
+        with transaction.atomic(using=queryset.db):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])
+            count = int(queryset.order_by()[:limit].count())
+            with connection.cursor() as cursor:
+                # Back to the session's own timeout for the rest of an enclosing transaction.
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', reset_val, true) "
+                    "FROM pg_settings WHERE name = 'statement_timeout'"
+                )
+            return count
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        return None
 
 
 def _table_estimate(connection: Any, table: str) -> int:

@@ -163,6 +163,9 @@ class Job(models.Model):
                 name="job_finished",
                 condition=Q(status__in=["succeeded", "failed", "canceled"]),
             ),
+            # The console's failed jobs and dead letters (apps/jobs/search.py), newest first.
+            # Only failed rows enter it: the submission and claim paths never write it.
+            models.Index(fields=["-id"], name="job_failed", condition=Q(status="failed")),
             # Unique jobs: a client's jobs with a key, newest first (the duplicate check).
             models.Index(
                 fields=["client", "unique_key", "-id"],
@@ -298,3 +301,49 @@ class FinishedCountMark(models.Model):
 
     def __str__(self) -> str:
         return f"counted to {self.counted_to}"
+
+
+class BulkActionStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobBulkAction(models.Model):
+    """A retry or cancel of every job matching an admin filter, run in the background in short
+    chunks (apps/jobs/bulk.py). The row is its progress: the console shows it."""
+
+    ACTIONS = (("retry", "retry"), ("cancel", "cancel"))
+
+    action = models.CharField(max_length=16, choices=ACTIONS)
+    # The list's query string (its filters and search), as the confirmation page showed it.
+    query = models.CharField(max_length=2000, blank=True)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    # How many jobs matched when it was confirmed.
+    expected = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=BulkActionStatus.choices, default=BulkActionStatus.PENDING
+    )
+    # Keyset position: the last job id handled (ids are walked in ascending order).
+    cursor = models.UUIDField(null=True, blank=True)
+    # Jobs created after the confirmation are not touched: the walk stops at this id.
+    upto = models.UUIDField(null=True, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "bulk job action"
+        indexes = [
+            models.Index(
+                fields=["id"], name="jobbulk_open", condition=Q(status__in=["pending", "running"])
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk} ({self.status})"

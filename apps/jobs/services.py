@@ -282,84 +282,92 @@ def job_submit_batch(
 # --- Client actions -------------------------------------------------------------------------
 
 
-def job_cancel(*, job: Job) -> tuple[Job, bool]:
+def _cancel_change(job: Job, now: datetime, by: str) -> Change | None:
+    """The change that cancels ``job`` as it was read: a waiting job is canceled at once, a
+    running one is asked to stop; None when it is running and already asked."""
+    if job.status in WAITING_STATUSES:
+        return _status_change(
+            job.pk,
+            {"status": job.status},
+            kind=EventKind.CANCELED,
+            reason={"reason": f"canceled by {by}"},
+            at=now,
+            changes={"status": JobStatus.CANCELED, "cancel_requested": True, "finished_at": now},
+        )
+    if job.status == JobStatus.RUNNING and not job.cancel_requested:
+        return _status_change(
+            job.pk,
+            {"status": job.status, "cancel_requested": False},
+            kind=EventKind.CANCEL_REQUESTED,
+            reason={"cancel_requested": True},
+            at=now,
+            changes={"cancel_requested": True},
+        )
+    return None
+
+
+def _retry_change(job: Job, now: datetime, by: str) -> Change:
+    """The change that queues a failed or canceled ``job`` (as it was read) again."""
+    return _status_change(
+        job.pk,
+        {"status": job.status},
+        kind=EventKind.RETRIED,
+        reason={"reason": f"retried by {by}"},
+        at=now,
+        changes={
+            "status": JobStatus.QUEUED,
+            "attempts": 0,
+            "result": None,
+            "error": None,
+            "progress": None,
+            "run_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "heartbeat_at": None,
+            "cancel_requested": False,
+            "enqueued_at": now,
+        },
+    )
+
+
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
+
+
+def job_cancel(*, job: Job, by: str = "client") -> tuple[Job, bool]:
     """Cancel a job. Returns (job, finished): a waiting job is canceled at once (True); a running
     one gets ``cancel_requested`` and its worker stops it (False). Raises InvalidState for a
-    finished job."""
+    finished job. ``by`` names who asked, in the event ("client", "staff")."""
     for _ in range(_CAS_ATTEMPTS):
-        status = job.status
-        now = timezone.now()
-        if status in WAITING_STATUSES:
-            updated = _transition(
-                job.pk,
-                {"status": status},
-                kind=EventKind.CANCELED,
-                reason={"reason": "canceled by client"},
-                at=now,
-                changes={
-                    "status": JobStatus.CANCELED,
-                    "cancel_requested": True,
-                    "finished_at": now,
-                },
-            )
-            if updated is not None:
-                return updated, True
-        elif status == JobStatus.RUNNING:
-            if job.cancel_requested:
-                return job, False
-            updated = _transition(
-                job.pk,
-                {"status": status, "cancel_requested": False},
-                kind=EventKind.CANCEL_REQUESTED,
-                reason={"cancel_requested": True},
-                at=now,
-                changes={"cancel_requested": True},
-            )
-            if updated is not None:
-                return updated, False
-        else:
+        if job.status not in WAITING_STATUSES and job.status != JobStatus.RUNNING:
             raise InvalidState(
-                f"The job is {status}; only a queued, scheduled, retrying or running job "
+                f"The job is {job.status}; only a queued, scheduled, retrying or running job "
                 "can be canceled.",
-                details={"status": status},
+                details={"status": job.status},
             )
+        change = _cancel_change(job, timezone.now(), by)
+        if change is None:
+            return job, False
+        updated = _apply([change])[0]
+        if updated is not None:
+            return updated, updated.status == JobStatus.CANCELED
         # Lost a race with another transition: look again and decide anew.
         job.refresh_from_db()
     raise InvalidState("The job is changing too fast to cancel; try again.")
 
 
-def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
-    """Run a failed or canceled job again: status ``queued``, attempts and outcome reset."""
+def job_retry(*, job: Job, client: ApiClient | None = None, by: str = "client") -> Job:
+    """Run a failed or canceled job again: status ``queued``, attempts and outcome reset.
+    ``by`` names who asked, in the event ("client", "staff")."""
     for _ in range(_CAS_ATTEMPTS):
         status = job.status
-        if status not in {JobStatus.FAILED, JobStatus.CANCELED}:
+        if status not in RETRYABLE_STATUSES:
             raise InvalidState(
                 f"The job is {status}; only a failed or canceled job can be retried.",
                 details={"status": status},
             )
         check_quota(client=client or ApiClient.objects.get(pk=job.client_id), adding=1)
-        now = timezone.now()
         with transaction.atomic():
-            updated = _transition(
-                job.pk,
-                {"status": status},
-                kind=EventKind.RETRIED,
-                reason={"reason": "retried by client"},
-                at=now,
-                changes={
-                    "status": JobStatus.QUEUED,
-                    "attempts": 0,
-                    "result": None,
-                    "error": None,
-                    "progress": None,
-                    "run_at": None,
-                    "started_at": None,
-                    "finished_at": None,
-                    "heartbeat_at": None,
-                    "cancel_requested": False,
-                    "enqueued_at": now,
-                },
-            )
+            updated = _apply([_retry_change(job, timezone.now(), by)])[0]
             if updated is not None:
                 publish_on_commit([updated])
                 return updated
@@ -369,6 +377,40 @@ def job_retry(*, job: Job, client: ApiClient | None = None) -> Job:
             # Purged past its retention by the step that locked it first (maintenance.py).
             raise NotFound() from None
     raise InvalidState("The job is changing too fast to retry; try again.")
+
+
+def jobs_retry_many(*, jobs: Sequence[Job], by: str = "staff") -> list[Job]:
+    """``job_retry`` for many jobs at once (the admin's bulk retry): the same change, event,
+    webhook, status-cache update and wake-up for each, in one short transaction and a few round
+    trips. Jobs no longer failed or canceled (changed since they were read), and those of a
+    client whose quota has no room for them all, are left as they are. Returns those retried."""
+    eligible = [job for job in jobs if job.status in RETRYABLE_STATUSES]
+    per_client: dict[int, int] = {}
+    for job in eligible:
+        per_client[job.client_id] = per_client.get(job.client_id, 0) + 1
+    clients = ApiClient.objects.in_bulk(list(per_client))
+    refused = set()
+    for client_id, count in per_client.items():
+        try:
+            check_quota(client=clients[client_id], adding=count)
+        except QuotaExceeded:
+            refused.add(client_id)
+    now = timezone.now()
+    changes = [_retry_change(job, now, by) for job in eligible if job.client_id not in refused]
+    with transaction.atomic():
+        updated = [job for job in _apply(changes) if job is not None]
+        publish_on_commit(updated)
+    return updated
+
+
+def jobs_cancel_many(*, jobs: Sequence[Job], by: str = "staff") -> list[Job]:
+    """``job_cancel`` for many jobs at once (the admin's bulk cancel), in one short transaction:
+    waiting jobs are canceled, running ones asked to stop; finished ones are left as they are.
+    Returns those changed."""
+    now = timezone.now()
+    changes = [c for job in jobs if (c := _cancel_change(job, now, by)) is not None]
+    with transaction.atomic():
+        return [job for job in _apply(changes) if job is not None]
 
 
 # --- Worker-side transitions ------------------------------------------------------------------

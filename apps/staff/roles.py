@@ -16,6 +16,7 @@ VIEW = frozenset(
     {
         "jobs.view_job",
         "jobs.view_jobevent",
+        "jobs.view_jobbulkaction",
         "webhooks.view_webhookdelivery",
         "webhooks.view_webhookattempt",
         "clients.view_apiclient",

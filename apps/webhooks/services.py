@@ -351,6 +351,19 @@ def delivery_redeliver(*, delivery: WebhookDelivery) -> None:
     transaction.on_commit(lambda: publish_wakeups({WEBHOOKS_QUEUE: 1}))
 
 
+def deliveries_redeliver(*, ids: list[int]) -> int:
+    """Send these deliveries again now (the admin's bulk redelivery), same webhook-ids: one
+    UPDATE and one wake-up. Returns how many were set pending."""
+    count = WebhookDelivery.objects.filter(pk__in=ids).update(
+        status=DeliveryStatus.PENDING, next_attempt_at=timezone.now()
+    )
+    if count:
+        from apps.jobs.dispatch import publish_wakeups
+
+        transaction.on_commit(lambda: publish_wakeups({WEBHOOKS_QUEUE: 1}))
+    return count
+
+
 def due_deliveries_exist(now: datetime | None = None) -> bool:
     return WebhookDelivery.objects.filter(
         Q(status=DeliveryStatus.PENDING) & Q(next_attempt_at__lte=now or timezone.now())

@@ -58,6 +58,7 @@ def messages_of(response: Any) -> list[str]:
 VIEW = {
     "jobs.view_job",
     "jobs.view_jobevent",
+    "jobs.view_jobbulkaction",
     "webhooks.view_webhookdelivery",
     "webhooks.view_webhookattempt",
     "clients.view_apiclient",

@@ -89,3 +89,17 @@ def test_type_and_queue_filters_offer_the_registry(staff: Any) -> None:
     JobFactory(type="diagnostics.echo")
     filtered, _ = _list(staff, "?type=diagnostics.echo")
     assert filtered.context["cl"].result_count == 1
+
+
+def test_a_count_past_its_time_budget_gives_way_to_the_estimate() -> None:
+    from apps.core.admin_tools import _count_within
+    from apps.jobs.models import Job
+
+    JobFactory()
+    slow = Job.objects.extra(where=["pg_sleep(0.2) IS NOT NULL"])
+    assert _count_within(connection, slow, 10, budget_ms=20) is None
+    # The connection is usable afterwards, with its own timeout back.
+    assert _count_within(connection, Job.objects.all(), 10, budget_ms=20) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] != "20ms"
