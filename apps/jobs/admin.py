@@ -22,7 +22,7 @@ from django.contrib.admin import ActionLocation
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apps.core.admin_tools import EstimatedCountPaginator, ReplicaListMixin
 from apps.core.logs import FILTERED
@@ -30,6 +30,7 @@ from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import all_job_types, get_job_type, queues
 from apps.jobs.representation import wait_reason
+from apps.jobs.selectors import job_dependents
 from apps.staff.admin_tools import StaffModelAdmin
 
 
@@ -41,6 +42,19 @@ def masked_input(type_name: str, data: Any) -> Any:
         sensitive = job_type.sensitive_input_fields
         data = {name: FILTERED if name in sensitive else value for name, value in data.items()}
     return data
+
+
+DEPENDENTS_SHOWN = 100
+
+
+def _job_links(ids: Any) -> str:
+    if not ids:
+        return "-"
+    return format_html_join(
+        ", ",
+        '<a href="{}">{}</a>',
+        ((reverse("admin:jobs_job_change", args=[pk]), pk) for pk in ids),
+    )
 
 
 class _RegistryFilter(admin.SimpleListFilter):
@@ -107,10 +121,24 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
     actions = ["retry_selected", "cancel_selected"]
     exclude = ("input",)
     readonly_fields = [
-        *(("shown_input" if f.name == "input" else f.name) for f in Job._meta.fields),
+        *(
+            {"input": "shown_input", "depends_on": "dependencies"}.get(f.name, f.name)
+            for f in Job._meta.fields
+        ),
+        "dependents",
         "wait_reason",
         "schedule",
     ]
+
+    @admin.display(description="depends on")
+    def dependencies(self, job: Job) -> str:
+        """The jobs it waits for (workflows), as links."""
+        return _job_links(job.depends_on)
+
+    @admin.display(description="dependents")
+    def dependents(self, job: Job) -> str:
+        """The jobs that wait for it (the first DEPENDENTS_SHOWN), as links."""
+        return _job_links(job_dependents(job_id=job.pk, limit=DEPENDENTS_SHOWN))
 
     @admin.display(description="schedule")
     def schedule(self, job: Job) -> str:

@@ -168,7 +168,13 @@ class Job(models.Model):
                 name="job_schedule_id",
                 condition=Q(schedule_id__isnull=False),
             ),
-            # Workflows: the jobs that depend on a given job (release, cancel, the admin's links).
+            # Workflows: the jobs that wait for a given job (release and cancel), a small index
+            # of the waiting dependents only; and every job that depends on it (the admin).
+            GinIndex(
+                fields=["depends_on"],
+                name="job_waiting_dependents",
+                condition=Q(pending_dependencies__gt=0),
+            ),
             GinIndex(
                 fields=["depends_on"],
                 name="job_depends_on",

@@ -813,17 +813,9 @@ def ensure_client_count(client_id: int) -> None:
 # --- Dependencies (workflows) -----------------------------------------------------------------
 # How they are stored, released and canceled: docs/architecture.md, "Dependencies".
 
-# The condition of job_depends_on as PostgreSQL holds it (Django's rendering of
-# ``depends_on__len__gt=0``): a query that repeats it word for word may use that partial index.
-HAS_DEPENDENCIES = (
-    'CASE WHEN j."depends_on" IS NULL THEN NULL '
-    'ELSE coalesce(array_length(j."depends_on", 1), 0) END > 0'
-)
-# A dependent still waiting for its dependencies.
-WAITING_DEPENDENT = (
-    HAS_DEPENDENCIES + ' AND j."pending_dependencies" > 0 '
-    "AND j.\"status\" IN ('queued', 'scheduled')"
-)
+# A dependent still waiting for its dependencies: found by job_waiting_dependents, a GIN index
+# of depends_on over those rows alone (pending_dependencies > 0), however long the queues.
+WAITING_DEPENDENT = "j.\"pending_dependencies\" > 0 AND j.\"status\" IN ('queued', 'scheduled')"
 # The submission marks its dependencies (``has_dependents``) under their row locks and reads
 # their status as the lock leaves it: a dependency that ends concurrently either ended before
 # (its status is read here) or waits for this transaction, and then sees the mark on the

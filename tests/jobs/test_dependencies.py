@@ -285,3 +285,53 @@ def test_waiting_dependents_do_not_slow_another_clients_claim(
             "AND pending_dependencies = 0"
         )
         assert cursor.fetchone()[0] == 0
+
+
+# --- Indexes and the admin --------------------------------------------------------------------
+
+
+def _plan(sql: str, params: Any) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_release_cancel_and_dependents_find_dependents_by_their_index(tenant: Tenant) -> None:
+    """With a backlog of queued jobs, the statements that settle dependents read the small
+    index of waiting dependents, never the queued jobs; the admin's dependents, the other."""
+    from apps.jobs import store
+
+    root = tenant.submit().json()["id"]
+    for _ in range(3):
+        batch(tenant, *({} for _ in range(1000)))
+    batch(tenant, *({"depends_on": [root]} for _ in range(20)))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    at = "2026-01-01T00:00:00Z"
+    release = _plan(store._release_statement(), {"ids": [uuid.UUID(root)], "at": at})
+    assert "job_waiting_dependents" in release
+    cancel = _plan(
+        store._cancel_statement(),
+        {
+            "ids": [uuid.UUID(root)],
+            "at": at,
+            "error": "{}",
+            "details": "{}",
+            "outbox_event": "job.canceled",
+            "outbox_at": at,
+        },
+    )
+    assert "job_client_status_id" not in cancel
+    assert "job_waiting_dependents" in cancel
+    queryset = Job.objects.filter(depends_on__len__gt=0, depends_on__contains=[root])
+    sql, params = queryset.query.sql_with_params()
+    assert "job_depends_on" in _plan(sql, params)
+
+
+def test_the_admin_links_dependencies_and_dependents(tenant: Tenant, admin_client: Any) -> None:
+    a = tenant.submit().json()["id"]
+    b = tenant.submit(depends_on=[a]).json()["id"]
+    page_a = admin_client.get(f"/admin/jobs/job/{a}/change/").content.decode()
+    assert f'<a href="/admin/jobs/job/{b}/change/">{b}</a>' in page_a
+    page_b = admin_client.get(f"/admin/jobs/job/{b}/change/").content.decode()
+    assert f'<a href="/admin/jobs/job/{a}/change/">{a}</a>' in page_b

@@ -48,6 +48,14 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="job",
             index=django.contrib.postgres.indexes.GinIndex(
+                condition=models.Q(("pending_dependencies__gt", 0)),
+                fields=["depends_on"],
+                name="job_waiting_dependents",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="job",
+            index=django.contrib.postgres.indexes.GinIndex(
                 condition=models.Q(("depends_on__len__gt", 0)),
                 fields=["depends_on"],
                 name="job_depends_on",
