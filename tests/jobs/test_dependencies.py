@@ -14,8 +14,10 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.jobs import services
 from apps.jobs.models import Job, JobEvent, JobStatus
+from apps.jobs.representation import job_to_dict
 from apps.jobs.services import ClaimRequest, Outcome
 from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.outbox import job_from_snapshot
 from tests.support.errors import assert_error
 from tests.support.tenants import Tenant
 
@@ -198,6 +200,9 @@ def test_a_batch_fans_out_and_in(tenant: Tenant) -> None:
     assert all(leaf["depends_on"] == [root["id"]] for leaf in leaves)
     assert merge["depends_on"] == [leaf["id"] for leaf in leaves]
     assert [j["wait_reason"] for j in jobs] == ["capacity"] + ["dependencies"] * 6
+    listed = {j["id"]: j for j in tenant.get("/api/v1/jobs").json()["results"]}
+    assert listed[merge["id"]]["depends_on"] == merge["depends_on"]
+    assert listed[merge["id"]]["wait_reason"] == "dependencies"
     run(root["id"])
     for leaf in leaves:
         assert get(tenant, merge["id"])["wait_reason"] == "dependencies"
@@ -230,6 +235,11 @@ def test_a_failure_cancels_a_deep_chain_in_one_statement(tenant: Tenant) -> None
     assert (
         WebhookDelivery.objects.filter(job__in=rows, event_type="job.canceled").count() == depth - 1
     )
+    # The webhook's job carries its depends_on, as the API shows it.
+    delivery = WebhookDelivery.objects.get(job_id=jobs[5]["id"], event_type="job.canceled")
+    data = job_to_dict(job_from_snapshot(delivery.job_snapshot))
+    assert data["depends_on"] == [jobs[4]["id"]]
+    assert data["error"]["code"] == "dependency_failed"
 
 
 def test_cancel_cascades_to_waiting_dependents_only(tenant: Tenant) -> None:
