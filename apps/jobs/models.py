@@ -120,7 +120,7 @@ class Job(models.Model):
     # canceled cancels it (dependency_failed). ``has_dependents``: some job was submitted with
     # this one in its depends_on (set under the row's lock at submission), so the change that
     # ends this job also settles its dependents; jobs without dependents pay nothing for it.
-    depends_on = ArrayField(models.UUIDField(), default=list, blank=True, size=100)
+    depends_on = ArrayField(models.UUIDField(), default=list, db_default=[], blank=True, size=100)
     pending_dependencies = models.PositiveSmallIntegerField(default=0, db_default=0)
     has_dependents = models.BooleanField(default=False, db_default=False)
 

@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
             model_name="job",
             name="depends_on",
             field=django.contrib.postgres.fields.ArrayField(
-                base_field=models.UUIDField(), blank=True, default=list, size=100
+                base_field=models.UUIDField(), blank=True, db_default=[], default=list, size=100
             ),
         ),
         migrations.AddField(
