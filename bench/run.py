@@ -266,7 +266,7 @@ class Bench:
             )
         finally:
             self.env = env_backup
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a busy machine boots gunicorn slowly
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
@@ -804,6 +804,85 @@ class Bench:
             list(pool.map(submit, batches))
         return first, time.time()
 
+    def phase_workflows(self) -> None:
+        """Dependencies: a 1000-entry batch (1 root, 988 jobs fanned out from it, 10 fan-ins of
+        about 99 each and a final fan-in of those 10: a job has at most 100 dependencies)
+        accepted; how soon each fan-in starts after its last dependency finished (the jobs' own
+        timestamps); a 10-deep chain of no-op jobs, submit to last finish."""
+        workers, scheduler = self.start_workers(), self.start_scheduler()
+        try:
+            time.sleep(1)
+            accepted, fan_in, chains = [], [], []
+            trials = self.args.workflow_trials
+            for trial in range(trials):
+                progress("fan-out/fan-in batches", trial, trials)
+                leaves = 988
+                groups = [list(range(i, leaves, 10)) for i in range(10)]
+                batch = [{**ECHO, "ref": "root"}]
+                batch += [{**ECHO, "ref": f"l{i}", "depends_on": ["root"]} for i in range(leaves)]
+                batch += [
+                    {**ECHO, "ref": f"m{g}", "depends_on": [f"l{i}" for i in group]}
+                    for g, group in enumerate(groups)
+                ]
+                batch.append({**ECHO, "depends_on": [f"m{g}" for g in range(10)]})
+                started = time.perf_counter()
+                jobs = self.http("POST", "/api/v1/jobs/batch", {"jobs": batch})["jobs"]
+                accepted.append((time.perf_counter() - started) * 1000)
+                self._wait_ids([jobs[-1]["id"]])
+                fan_in += self._fan_in_delays([j["id"] for j in jobs[-11:]])
+            progress("fan-out/fan-in batches", trials, trials)
+            for trial in range(self.args.workflow_chains):
+                progress("10-deep chains", trial, self.args.workflow_chains)
+                chain = [{**ECHO, "ref": "0"}] + [
+                    {**ECHO, "ref": str(i), "depends_on": [str(i - 1)]} for i in range(1, 10)
+                ]
+                sent = time.time()
+                jobs = self.http("POST", "/api/v1/jobs/batch", {"jobs": chain})["jobs"]
+                last = self._wait_ids([jobs[-1]["id"]])[jobs[-1]["id"]]
+                chains.append((last - sent) * 1000)
+            progress("10-deep chains", self.args.workflow_chains, self.args.workflow_chains)
+            self.results["workflows"] = {
+                "batch_jobs": len(batch),
+                "batch_accepted_p50_ms": percentile(accepted, 50),
+                "batch_accepted_max_ms": max(accepted),
+                "fan_in_start_p50_ms": percentile(fan_in, 50),
+                "fan_in_start_p90_ms": percentile(fan_in, 90),
+                "fan_ins": len(fan_in),
+                "chain_p50_ms": percentile(chains, 50),
+                "chain_max_ms": max(chains),
+                "chains": len(chains),
+            }
+        finally:
+            self.stop(workers)
+            self.stop(scheduler)
+        self.reset_jobs()
+
+    def _wait_ids(self, ids: list[str]) -> dict[str, float]:
+        """Wait until the jobs ``ids`` are finished; their finish times (epoch seconds)."""
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            rows = self.sql(
+                "SELECT id::text, extract(epoch from finished_at) FROM jobs_job "
+                "WHERE id::text = ANY(%s) AND finished_at IS NOT NULL",
+                [ids],
+            )
+            if len(rows) == len(ids):
+                return {row[0]: float(row[1]) for row in rows}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(ids) - len(rows)} jobs not finished in time")
+            time.sleep(0.02)
+
+    def _fan_in_delays(self, ids: list[str]) -> list[float]:
+        """For each fan-in job: its started_at minus the latest finished_at of its
+        dependencies, in ms."""
+        rows = self.sql(
+            "SELECT extract(epoch from j.started_at) - max(extract(epoch from d.finished_at)) "
+            "FROM jobs_job j JOIN jobs_job d ON d.id = ANY(j.depends_on) "
+            "WHERE j.id::text = ANY(%s) GROUP BY j.id, j.started_at",
+            [ids],
+        )
+        return [float(row[0]) * 1000 for row in rows]
+
     def phase_pipeline(self) -> None:
         n, w = self.args.pipeline_jobs, self.args.worker_processes
         # Bare Celery on the same broker and concurrency.
@@ -1066,7 +1145,7 @@ class Bench:
             for index in range(count):
                 before = len(receiver.received)
                 job = self.http("POST", "/api/v1/jobs", {**ECHO, "webhook_url": receiver.url})
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 90  # a busy machine boots gunicorn slowly
                 while len(receiver.received) <= before and time.monotonic() < deadline:
                     time.sleep(0.002)
                 arrived = time.time()
@@ -1231,6 +1310,28 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 f"CPU ms {cpu}",
                 f"{r['pg_commits_per_job']:.2f} commits, {r['redis_commands_per_job']:.1f} "
                 f"Redis commands (server-wide), {r['run_per_accepted_job']:.2f} run",
+            ),
+        ]
+    if "workflows" in results:
+        r = results["workflows"]
+        rows += [
+            (
+                f"workflow batch ({r['batch_jobs']})",
+                f"accepted p50 {r['batch_accepted_p50_ms']:.0f} ms, "
+                f"max {r['batch_accepted_max_ms']:.0f} ms",
+                "target < 300 ms",
+            ),
+            (
+                "  fan-in start after last dependency",
+                f"p50 {r['fan_in_start_p50_ms']:.1f} ms, p90 {r['fan_in_start_p90_ms']:.1f} ms "
+                f"({r['fan_ins']} fan-ins)",
+                "target p50 < 50 ms",
+            ),
+            (
+                "  10-deep chain, submit to last finish",
+                f"p50 {r['chain_p50_ms']:.0f} ms, max {r['chain_max_ms']:.0f} ms "
+                f"({r['chains']} chains)",
+                "target < 200 ms",
             ),
         ]
     if "get_job" in results:
@@ -1409,7 +1510,7 @@ def main() -> int:
     parser.add_argument(
         "--phases",
         default="admission,submission,polling,serving,longpoll,instrumentation,latency,pipeline,"
-        "fairness,webhooks,memory",
+        "fairness,workflows,webhooks,memory",
     )
     parser.add_argument("--quick", action="store_true", help="short durations and small counts")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run")
@@ -1425,6 +1526,8 @@ def main() -> int:
     parser.add_argument("--fairness-trials", type=int, default=50)
     parser.add_argument("--fairness-jobs", type=int, default=20_000)
     parser.add_argument("--fairness-key-jobs", type=int, default=10_000)
+    parser.add_argument("--workflow-trials", type=int, default=5)
+    parser.add_argument("--workflow-chains", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--admin-rows", type=int, default=10_000_000)
     parser.add_argument("--admin-bulk", type=int, default=100_000)
@@ -1453,6 +1556,7 @@ def main() -> int:
         args.webhook_jobs = 2000
         args.fairness_trials, args.fairness_jobs, args.fairness_key_jobs = 20, 4000, 2000
         args.admin_rows, args.admin_bulk = 1_000_000, 10_000
+        args.workflow_trials, args.workflow_chains = 3, 10
     if not shutil.which("wrk"):
         log("wrk is required: apt-get install wrk")
         return 2

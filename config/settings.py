@@ -97,6 +97,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # ArrayField and GinIndex (Job.depends_on, apps/jobs/models.py).
+    "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -312,7 +314,7 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SHUTDOWN_GRACE_SECONDS",
 # --- Conveyor -------------------------------------------------------------------------------
 # Modules that declare job types; imported when the jobs app starts, the way INSTALLED_APPS is.
 CONVEYOR_JOB_TYPE_MODULES = env.list(
-    "CONVEYOR_JOB_TYPE_MODULES", default=["workers.handlers.diagnostics"]
+    "CONVEYOR_JOB_TYPE_MODULES", default=["workers.handlers.diagnostics", "workers.handlers.text"]
 )
 # Modules whose django.tasks ``@task`` functions run here as job types named by their dotted
 # path (apps/jobs/django_tasks.py; docs/job-types.md, "Django tasks"). They must be importable
@@ -324,6 +326,11 @@ TASKS = {
     alias: {"BACKEND": "apps.jobs.django_tasks.ConveyorWorkerBackend"}
     for alias in env.list("CONVEYOR_TASK_BACKEND_ALIASES", default=["default"])
 }
+
+# Workflows: the most a handler's ctx.dependency_results may hold (the results of its up to 100
+# dependencies, as stored); a job whose dependencies' results are larger fails permanently
+# (dependency_results_too_large) rather than load them.
+DEPENDENCY_RESULTS_MAX_BYTES = env.int("DEPENDENCY_RESULTS_MAX_BYTES", default=16 * 1024 * 1024)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 JOB_INPUT_MAX_BYTES = env.int("JOB_INPUT_MAX_BYTES", default=256 * 1024)
 # Input hygiene (apps/core/parsers.py, apps/core/middleware.py InputGuardMiddleware): JSON nested

@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apps.core.admin_tools import EstimatedCountPaginator, ReplicaListMixin
 from apps.core.logs import FILTERED
@@ -39,6 +39,7 @@ from apps.jobs.models import Job, JobBulkAction, JobEvent, JobStatus
 from apps.jobs.registry import all_job_types, get_job_type, queues
 from apps.jobs.representation import wait_reason
 from apps.jobs.search import FILTER_PARAMETERS, SearchError, parse_search
+from apps.jobs.selectors import job_dependents
 from apps.staff.admin_tools import StaffModelAdmin
 
 # A job's input, result or error is shown up to this many characters (a job's input may be
@@ -74,6 +75,19 @@ def with_zone(moment: datetime | None) -> str:
         return "-"
     local = timezone.localtime(moment)
     return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "")
+
+
+DEPENDENTS_SHOWN = 100
+
+
+def _job_links(ids: Any) -> str:
+    if not ids:
+        return "-"
+    return format_html_join(
+        ", ",
+        '<a href="{}">{}</a>',
+        ((reverse("admin:jobs_job_change", args=[pk]), pk) for pk in ids),
+    )
 
 
 class _RegistryFilter(admin.SimpleListFilter):
@@ -191,6 +205,7 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
             "Links",
             {"fields": ("schedule", "batch", "client_jobs", "deliveries")},
         ),
+        ("Dependencies", {"fields": ("dependencies", "dependents")}),
         (
             "Times",
             {
@@ -276,6 +291,16 @@ class JobAdmin(ReplicaListMixin, StaffModelAdmin):
         except NoReverseMatch:
             return "-"
         return format_html('<a href="{}?job={}">deliveries of this job</a>', url, job.pk)
+
+    @admin.display(description="depends on")
+    def dependencies(self, job: Job) -> str:
+        """The jobs it waits for (workflows), as links."""
+        return _job_links(job.depends_on)
+
+    @admin.display(description="dependents")
+    def dependents(self, job: Job) -> str:
+        """The jobs that wait for it (the first DEPENDENTS_SHOWN), as links."""
+        return _job_links(job_dependents(job_id=job.pk, limit=DEPENDENTS_SHOWN))
 
     @admin.display(description="schedule")
     def schedule(self, job: Job) -> str:

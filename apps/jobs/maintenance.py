@@ -94,7 +94,9 @@ def jobs_wake_stalled(*, min_age: float, now: datetime | None = None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=min_age)
     waiting = dict(
-        Job.objects.filter(status=JobStatus.QUEUED, held=False, enqueued_at__lt=cutoff)
+        Job.objects.filter(
+            status=JobStatus.QUEUED, held=False, pending_dependencies=0, enqueued_at__lt=cutoff
+        )
         .values_list("queue")
         .annotate(n=Count("pk"))
         .order_by()

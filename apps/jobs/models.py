@@ -6,6 +6,8 @@ apps/jobs/services.py, plus one JobEvent row; no other code writes ``Job.status`
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
@@ -111,6 +113,17 @@ class Job(models.Model):
     # with the id they were fired by.
     schedule_id = models.UUIDField(null=True, blank=True, help_text="The schedule that fired it.")
 
+    # Workflows (API.md, "Workflows"; docs/architecture.md, "Dependencies"): the jobs it waits
+    # for, and how many of them have not succeeded yet. A job with pending dependencies is out of
+    # job_claimable_by_client (it costs the claim nothing); the statement that records the
+    # success of its last dependency sets the count to 0, and a dependency that ends failed or
+    # canceled cancels it (dependency_failed). ``has_dependents``: some job was submitted with
+    # this one in its depends_on (set under the row's lock at submission), so the change that
+    # ends this job also settles its dependents; jobs without dependents pay nothing for it.
+    depends_on = ArrayField(models.UUIDField(), default=list, db_default=[], blank=True, size=100)
+    pending_dependencies = models.PositiveSmallIntegerField(default=0, db_default=0)
+    has_dependents = models.BooleanField(default=False, db_default=False)
+
     # Set on the instance a submission returns when it found this job instead of creating one
     # (apps/jobs/uniqueness.py); never stored.
     duplicate = False
@@ -143,7 +156,7 @@ class Job(models.Model):
             models.Index(
                 fields=["queue", "client", "-priority", "id"],
                 name="job_claimable_by_client",
-                condition=Q(status="queued", held=False),
+                condition=Q(status="queued", held=False, pending_dependencies=0),
             ),
             # The running jobs of a queue per client: the fair share's aggregate.
             models.Index(
@@ -154,6 +167,18 @@ class Job(models.Model):
                 fields=["schedule_id", "-id"],
                 name="job_schedule_id",
                 condition=Q(schedule_id__isnull=False),
+            ),
+            # Workflows: the jobs that wait for a given job (release and cancel), a small index
+            # of the waiting dependents only; and every job that depends on it (the admin).
+            GinIndex(
+                fields=["depends_on"],
+                name="job_waiting_dependents",
+                condition=Q(pending_dependencies__gt=0),
+            ),
+            GinIndex(
+                fields=["depends_on"],
+                name="job_depends_on",
+                condition=Q(depends_on__len__gt=0),
             ),
             # Held jobs (their client is inactive), to release them when it is active again.
             models.Index(fields=["client"], name="job_held", condition=Q(held=True)),

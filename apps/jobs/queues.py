@@ -51,7 +51,7 @@ def waiting_jobs(*, using: str | None = None) -> dict[str, Waiting]:
 
     rows = (
         Job.objects.db_manager(using)
-        .filter(status=JobStatus.QUEUED, held=False)
+        .filter(status=JobStatus.QUEUED, held=False, pending_dependencies=0)
         .values("queue")
         .annotate(n=Count("pk"), oldest=Min(Coalesce("enqueued_at", "created_at")))
         .order_by()

@@ -55,6 +55,12 @@ class JobContext(Protocol):
         """True once a client asked to cancel this running job: stop and raise JobCanceled."""
         ...
 
+    @property
+    def dependency_results(self) -> dict[str, Any]:
+        """The results of the jobs it depends on (``depends_on``), by job id: all of them
+        succeeded before it started. Empty for a job without dependencies."""
+        ...
+
 
 class PermanentError(Exception):
     """A failure that a retry cannot fix: the job fails at once with this code and message

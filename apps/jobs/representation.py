@@ -18,9 +18,10 @@ WAIT_CAPACITY = "capacity"
 WAIT_CLIENT_LIMIT = "client_limit"
 WAIT_CONCURRENCY_LIMIT = "concurrency_limit"
 WAIT_RATE_LIMIT = "rate_limit"
+WAIT_DEPENDENCIES = "dependencies"
 WAIT_REASONS = (
     WAIT_SCHEDULED,
-    "dependencies",
+    WAIT_DEPENDENCIES,
     WAIT_CONCURRENCY_LIMIT,
     WAIT_CLIENT_LIMIT,
     WAIT_RATE_LIMIT,
@@ -30,12 +31,15 @@ WAIT_REASONS = (
 
 def wait_reason(job: Job) -> str | None:
     """``scheduled`` for a job waiting for its run_at (a retry's backoff included);
-    ``client_limit`` for a job held while its client is inactive; ``capacity`` for any other
-    queued job; None once it has started."""
+    ``client_limit`` for a job held while its client is inactive; ``dependencies`` for a queued
+    job some of whose dependencies have not succeeded yet; ``capacity`` for any other queued
+    job; None once it has started."""
     if job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING):
         return WAIT_SCHEDULED
     if job.status == JobStatus.QUEUED:
-        return WAIT_CLIENT_LIMIT if job.held else WAIT_CAPACITY
+        if job.held:
+            return WAIT_CLIENT_LIMIT
+        return WAIT_DEPENDENCIES if job.pending_dependencies else WAIT_CAPACITY
     return None
 
 
@@ -83,4 +87,5 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "unique_for_seconds": job.unique_for_seconds,
         "wait_reason": wait_reason(job),
         "schedule_id": str(job.schedule_id) if job.schedule_id is not None else None,
+        "depends_on": [str(dep) for dep in job.depends_on],
     }

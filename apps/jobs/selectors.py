@@ -175,3 +175,13 @@ def busiest_clients(limit: int = 10) -> list[dict[str, Any]]:
             entry[field_name] = row["n"]
     ranked = sorted(rows.values(), key=lambda e: (-(e["running"] + e["waiting"]), e["client"]))
     return ranked[:limit]
+
+
+def job_dependents(*, job_id: Any, limit: int) -> list[Any]:
+    """The ids of up to ``limit`` jobs that depend on ``job_id`` (job_depends_on's GIN index:
+    its condition, repeated here, lets PostgreSQL use it)."""
+    return list(
+        Job.objects.filter(depends_on__len__gt=0, depends_on__contains=[job_id])
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -31,11 +32,12 @@ from apps.clients.models import ApiClient
 from apps.core.errors import InvalidState, NotFound, QuotaExceeded, ValidationFailed
 from apps.core.ids import uuid7_with_time
 from apps.core.urlguard import webhook_hosts_resolved
-from apps.jobs import store, uniqueness
+from apps.jobs import dependencies, store, uniqueness
 from apps.jobs.dispatch import publish_on_commit
 from apps.jobs.instrumentation import record_submitted
 from apps.jobs.models import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     WAITING_STATUSES,
     Job,
     JobStatus,
@@ -45,7 +47,13 @@ from apps.jobs.registry import get_job_type, rate_limits
 from apps.jobs.status_cache import cache_jobs_on_commit
 from apps.jobs.store import Change, Event, EventKind, JobChanges, JobMatch
 from apps.jobs.submission import Submission, parse_submission
-from apps.jobs.webhook_events import EVENT_FOR_STATUS, JOB_PROGRESS, JOB_STARTED, JOB_SUCCEEDED
+from apps.jobs.webhook_events import (
+    EVENT_FOR_STATUS,
+    JOB_CANCELED,
+    JOB_PROGRESS,
+    JOB_STARTED,
+    JOB_SUCCEEDED,
+)
 
 # The maintenance loop's log: recoveries are its findings.
 maintenance_logger = logging.getLogger("conveyor.maintenance")
@@ -85,11 +93,109 @@ def _status_change(
 def _apply(changes: Sequence[Change], *, cached: bool = False) -> list[Job | None]:
     """Make status changes (one round trip per shape of change) and announce those that
     happened (``cached``: the caller writes them to the status cache)."""
-    jobs = store.change_jobs(changes)
-    for change, job in zip(changes, jobs, strict=True):
-        if job is not None:
-            _changed(job, change.where["status"], cached=cached)
+    ending = any(c.changes.get("status") in TERMINAL_STATUSES for c in changes)
+    connection = transaction.get_connection()
+    # A change that ends a job settles its dependents in the same transaction.
+    with transaction.atomic() if ending and not connection.in_atomic_block else nullcontext():
+        jobs = store.change_jobs(changes)
+        for change, job in zip(changes, jobs, strict=True):
+            if job is not None:
+                _changed(job, change.where["status"], cached=cached)
+        if ending:
+            settle_dependents([job for job in jobs if job is not None], at=timezone.now())
     return jobs
+
+
+# --- Dependencies (workflows; docs/architecture.md, "Dependencies") --------------------------
+
+DEPENDENCY_FAILED = {
+    "code": "dependency_failed",
+    "message": "A job it depends on ended failed or canceled.",
+}
+
+
+def settle_dependents(jobs: Sequence[Job], *, at: datetime) -> list[Job]:
+    """In the transaction of the change that ended ``jobs``: count the successes in their
+    waiting dependents (those left with no pending dependency are claimable at commit, and
+    their pools are woken then), and cancel the dependents of the failed and canceled ones,
+    transitively. Only jobs marked ``has_dependents`` cost a statement. Returns the released
+    dependents."""
+    done = [j.pk for j in jobs if j.has_dependents and j.status == JobStatus.SUCCEEDED]
+    ended = [
+        j.pk
+        for j in jobs
+        if j.has_dependents and j.status in (JobStatus.FAILED, JobStatus.CANCELED)
+    ]
+    released: list[Job] = []
+    if done:
+        released = store.release_dependents(done, at=at)
+        for job in released:
+            _changed(job, job.status)
+        publish_on_commit(
+            [j for j in released if j.status == JobStatus.QUEUED and not j.pending_dependencies]
+        )
+    if ended:
+        cancel_dependents(ended, at=at)
+    return released
+
+
+def cancel_dependents(ids: Sequence[Any], *, at: datetime) -> dict[Any, Job]:
+    """Cancel (``dependency_failed``) every waiting job depending on ``ids``, however deep,
+    by one recursive statement. A job submitted concurrently with one of those canceled (its
+    submission held that job's row lock while the statement ran) is invisible to it: a second
+    statement from the canceled jobs that have dependents finds those, and nothing else (it
+    returns no row in the usual case). Returns the canceled jobs by id."""
+    canceled: dict[Any, Job] = {}
+    sources = list(ids)
+    while sources:
+        found = store.cancel_dependents(
+            sources, at=at, error=DEPENDENCY_FAILED, webhook_event=JOB_CANCELED
+        )
+        for job, previous in found:
+            _changed(job, previous)
+            canceled[job.pk] = job
+        sources = [job.pk for job, _ in found if job.has_dependents]
+    return canceled
+
+
+def _link_dependencies(
+    client: ApiClient,
+    jobs: Sequence[Job],
+    depends: Sequence[list[Any]],
+    duplicates: dict[Any, Any],
+    *,
+    field: Callable[[Job], str],
+) -> set[Any]:
+    """Give the new ``jobs`` (each with its ``depends`` ids; ``duplicates`` maps a batch job
+    answered by an existing one to that job's id) their ``depends_on`` and pending counts,
+    under the dependencies' row locks. ValidationFailed when one is not the client's job.
+    Returns the failed or canceled dependencies, whose new dependents are canceled at once."""
+    new_ids = {job.pk for job in jobs}
+    for job, ids in zip(jobs, depends, strict=True):
+        job.depends_on = list(dict.fromkeys(duplicates.get(i, i) for i in ids))
+    external = sorted({i for job in jobs for i in job.depends_on if i not in new_ids})
+    statuses = store.link_dependencies(client_id=client.pk, ids=external)
+    errors: dict[str, list[str]] = {}
+    for job in jobs:
+        missing = [str(i) for i in job.depends_on if i not in new_ids and i not in statuses]
+        if missing:
+            errors[field(job)] = [f"Unknown job id(s): {', '.join(missing)}."]
+    if errors:
+        raise ValidationFailed("Some dependencies are not jobs of yours.", details=errors)
+    by_id = {job.pk: job for job in jobs}
+    doomed: set[Any] = set()
+    for job in jobs:
+        pending = 0
+        for dep in job.depends_on:
+            if dep in by_id:
+                by_id[dep].has_dependents = True
+            elif statuses[dep] == JobStatus.SUCCEEDED:
+                continue
+            elif statuses[dep] in TERMINAL_STATUSES:
+                doomed.add(dep)
+            pending += 1
+        job.pending_dependencies = pending
+    return doomed
 
 
 def _transition(
@@ -195,8 +301,13 @@ def job_submit(
         idempotency_key=idempotency_key,
         schedule_id=schedule_id,
     )
+    if submission.depends_on:
+        ids, errors = dependencies.resolve_single(submission)
+        if errors:
+            raise ValidationFailed("The job submission is not valid.", details=errors)
+        return _store(client, [job], now=now, depends=[ids], field=lambda _: "depends_on")[0]
     if job.unique_key is not None:
-        return _store_unique(client, [job], now=now)[0]
+        return _store(client, [job], now=now)[0]
     check_quota(client=client, adding=1)
     # One statement (atomic by itself, so no BEGIN/COMMIT round trips when no transaction is
     # open); a creation is not a change anyone subscribes to (no "job.created" webhook, no
@@ -206,21 +317,43 @@ def job_submit(
     return job
 
 
-def _store_unique(client: ApiClient, jobs: list[Job], *, now: datetime) -> list[Job]:
+def _store(
+    client: ApiClient,
+    jobs: list[Job],
+    *,
+    now: datetime,
+    depends: Sequence[list[Any]] | None = None,
+    field: Callable[[Job], str] = lambda _: "depends_on",
+) -> list[Job]:
     """Store those of ``jobs`` that are not duplicates (apps/jobs/uniqueness.py) and answer
-    each with itself or with the job it duplicates (``duplicate`` set)."""
+    each with itself or with the job it duplicates (``duplicate`` set). ``depends``: each
+    job's dependencies (ids; a dependency on a duplicate is one on the job it duplicates),
+    linked under their row locks in the same transaction; a job whose dependency has already
+    failed or been canceled is stored and canceled at once (dependency_failed).
+    ``field``: the details key of a job's depends_on problem."""
     with transaction.atomic(using="default"):
-        existing = uniqueness.existing_for(jobs, now=now)
+        if any(job.unique_key is not None for job in jobs):
+            existing = uniqueness.existing_for(jobs, now=now)
+        else:
+            existing = [None] * len(jobs)
         new = [job for job, found in zip(jobs, existing, strict=True) if found is None]
+        doomed: set[Any] = set()
+        if depends is not None:
+            duplicates = {
+                job.pk: found.pk for job, found in zip(jobs, existing, strict=True) if found
+            }
+            wanted = [ids for ids, found in zip(depends, existing, strict=True) if found is None]
+            doomed = _link_dependencies(client, new, wanted, duplicates, field=field)
         if new:
             check_quota(client=client, adding=len(new))
             store.insert_jobs(new, rate_limited=list(rate_limits()))
+        canceled = cancel_dependents(sorted(doomed), at=now) if doomed else {}
     record_submitted(new)
     answers = []
     for job, found in zip(jobs, existing, strict=True):
         if found is not None:
             found.duplicate = True
-        answers.append(job if found is None else found)
+        answers.append(found if found is not None else canceled.get(job.pk, job))
     return answers
 
 
@@ -271,8 +404,22 @@ def job_submit_batch(
         )
         for s in submissions
     ]
+    if any(s.depends_on or s.ref is not None for s in submissions):
+        depends, errors = dependencies.resolve_batch(submissions, [job.pk for job in jobs])
+        if errors:
+            raise ValidationFailed(
+                "Some jobs of the batch are not valid; none was stored.", details=errors
+            )
+        position = {job.pk: index for index, job in enumerate(jobs)}
+        return _store(
+            client,
+            jobs,
+            now=now,
+            depends=depends,
+            field=lambda job: f"jobs.{position[job.pk]}.depends_on",
+        )
     if any(job.unique_key is not None for job in jobs):
-        return _store_unique(client, jobs, now=now)
+        return _store(client, jobs, now=now)
     check_quota(client=client, adding=len(submissions))
     store.insert_jobs(jobs, rate_limited=list(rate_limits()))
     record_submitted(jobs)
@@ -306,8 +453,9 @@ def _cancel_change(job: Job, now: datetime, by: str) -> Change | None:
     return None
 
 
-def _retry_change(job: Job, now: datetime, by: str) -> Change:
-    """The change that queues a failed or canceled ``job`` (as it was read) again."""
+def _retry_change(job: Job, now: datetime, by: str, *, pending: int = 0) -> Change:
+    """The change that queues a failed or canceled ``job`` (as it was read) again, waiting for
+    ``pending`` of its dependencies (``_retry_dependencies``)."""
     return _status_change(
         job.pk,
         {"status": job.status},
@@ -315,6 +463,7 @@ def _retry_change(job: Job, now: datetime, by: str) -> Change:
         reason={"reason": f"retried by {by}"},
         at=now,
         changes={
+            "pending_dependencies": pending,
             "status": JobStatus.QUEUED,
             "attempts": 0,
             "result": None,
@@ -367,9 +516,11 @@ def job_retry(*, job: Job, client: ApiClient | None = None, by: str = "client") 
             )
         check_quota(client=client or ApiClient.objects.get(pk=job.client_id), adding=1)
         with transaction.atomic():
-            updated = _apply([_retry_change(job, timezone.now(), by)])[0]
+            pending = _retry_dependencies(job)
+            updated = _apply([_retry_change(job, timezone.now(), by, pending=pending)])[0]
             if updated is not None:
-                publish_on_commit([updated])
+                if not pending:
+                    publish_on_commit([updated])
                 return updated
         try:
             job.refresh_from_db()
@@ -396,10 +547,19 @@ def jobs_retry_many(*, jobs: Sequence[Job], by: str = "staff") -> list[Job]:
         except QuotaExceeded:
             refused.add(client_id)
     now = timezone.now()
-    changes = [_retry_change(job, now, by) for job in eligible if job.client_id not in refused]
     with transaction.atomic():
+        changes = []
+        for job in eligible:
+            if job.client_id in refused:
+                continue
+            try:
+                # A job whose dependency failed or was canceled stays as it is (retry that first).
+                pending = _retry_dependencies(job)
+            except InvalidState:
+                continue
+            changes.append(_retry_change(job, now, by, pending=pending))
         updated = [job for job in _apply(changes) if job is not None]
-        publish_on_commit(updated)
+        publish_on_commit([job for job in updated if not job.pending_dependencies])
     return updated
 
 
@@ -411,6 +571,26 @@ def jobs_cancel_many(*, jobs: Sequence[Job], by: str = "staff") -> list[Job]:
     changes = [c for job in jobs if (c := _cancel_change(job, now, by)) is not None]
     with transaction.atomic():
         return [job for job in _apply(changes) if job is not None]
+
+
+def _retry_dependencies(job: Job) -> int:
+    """A retried job waits for its dependencies again, as at submission: how many have not
+    succeeded yet (their rows locked and marked until the retry commits). One that failed or
+    was canceled (or is gone past its retention) refuses the retry: retry it first."""
+    if not job.depends_on:
+        return 0
+    statuses = store.link_dependencies(client_id=job.client_id, ids=job.depends_on)
+    blocking = [
+        str(dep)
+        for dep in job.depends_on
+        if statuses.get(dep, JobStatus.FAILED) in (JobStatus.FAILED, JobStatus.CANCELED)
+    ]
+    if blocking:
+        raise InvalidState(
+            "A job it depends on is failed or canceled; retry that job first.",
+            details={"depends_on": blocking},
+        )
+    return sum(1 for dep in job.depends_on if statuses[dep] != JobStatus.SUCCEEDED)
 
 
 # --- Worker-side transitions ------------------------------------------------------------------
@@ -484,7 +664,9 @@ def job_start(*, job_id: Any, worker: str = "", task_id: str = "") -> Job | None
     """Claim one particular queued job. None when it is not queued (canceled meanwhile,
     claimed by another worker)."""
     change = _claim_change(
-        worker, task_id, {"id": job_id, "status": JobStatus.QUEUED, "held": False}
+        worker,
+        task_id,
+        {"id": job_id, "status": JobStatus.QUEUED, "held": False, "pending_dependencies": 0},
     )
     job = store.change_job(
         where=change.where,
@@ -807,6 +989,9 @@ def jobs_record_and_claim(
         )
         for winner in won.values():
             _changed(winner, JobStatus.RUNNING, cached=True)
+        # Their dependents released by the same transaction, before this claim: the worker that
+        # ran a fan-in's last dependency may claim the fan-in in the same round trip.
+        settle_dependents(list(won.values()), at=now)
         # The rest (failures, honoured cancels, give-backs): one round trip per shape.
         others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
         changes = [_outcome_change(outcome, now) for outcome in others]

@@ -51,12 +51,15 @@ __all__ = [
     "EventKind",
     "JobChanges",
     "JobMatch",
+    "cancel_dependents",
     "change_due_jobs",
     "change_job",
     "change_jobs",
     "claim_next_jobs",
     "ensure_client_count",
     "insert_jobs",
+    "link_dependencies",
+    "release_dependents",
     "succeed_jobs",
     "use_outbox",
 ]
@@ -118,6 +121,7 @@ class JobMatch(TypedDict, total=False):
     attempts: int
     cancel_requested: bool
     held: bool
+    pending_dependencies: int
 
 
 class JobChanges(TypedDict, total=False):
@@ -136,6 +140,7 @@ class JobChanges(TypedDict, total=False):
     cancel_requested: bool
     worker: str
     task_id: str
+    pending_dependencies: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -170,6 +175,7 @@ def use_outbox(outbox: Outbox) -> None:
     _outbox[:] = [outbox]
     _update_statement.cache_clear()
     _succeed_statement.cache_clear()
+    _cancel_statement.cache_clear()
 
 
 def _the_outbox() -> Outbox:
@@ -209,11 +215,13 @@ CLAIM_CTES = (
     # Each step reads the next client's first entry of job_claimable_by_client, which is also
     # that client's best job (the index is ordered by client, then -priority, id).
     'w AS ((SELECT j."client_id", j."priority", j."id" FROM {table} j '
-    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."pending_dependencies" = 0 '
+    'AND j."queue" = %(queue)s '
     'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) '
     'UNION ALL SELECT n."client_id", n."priority", n."id" FROM w CROSS JOIN LATERAL '
     '(SELECT j."client_id", j."priority", j."id" FROM {table} j '
-    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."pending_dependencies" = 0 '
+    'AND j."queue" = %(queue)s '
     'AND j."client_id" > w."client_id" '
     'ORDER BY j."client_id", j."priority" DESC, j."id" LIMIT 1) n), '
     'r AS (SELECT j."client_id", count(*) AS n FROM {table} j WHERE j."status" = \'running\' '
@@ -228,7 +236,8 @@ CLAIM_CTES = (
     'pick AS (SELECT p."id", p."client_id", p."concurrency_key", p."concurrency_limit", '
     'p."type", cand.cap FROM cand CROSS JOIN LATERAL (SELECT j."id", j."client_id", '
     'j."concurrency_key", j."concurrency_limit", j."type" FROM {table} j '
-    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."queue" = %(queue)s '
+    'WHERE j."status" = \'queued\' AND NOT j."held" AND j."pending_dependencies" = 0 '
+    'AND j."queue" = %(queue)s '
     'AND j."client_id" = cand."client_id" AND (j."concurrency_key" IS NULL OR NOT EXISTS '
     '(SELECT 1 FROM {counts} k WHERE k."client_id" = j."client_id" '
     'AND k."key" = j."concurrency_key" AND k."running" >= j."concurrency_limit")) '
@@ -719,7 +728,9 @@ def insert_jobs(jobs: Sequence[Job], *, rate_limited: Sequence[str] = ()) -> Non
     with transaction.atomic() if len(jobs) > BATCH_ROWS else nullcontext():
         _insert_chunks(jobs, connections["default"], relay, list(rate_limited))
     if not relay:
-        publish_on_commit([job for job in jobs if job.status == JobStatus.QUEUED])
+        publish_on_commit(
+            [j for j in jobs if j.status == JobStatus.QUEUED and not j.pending_dependencies]
+        )
 
 
 def _insert_chunks(
@@ -727,7 +738,11 @@ def _insert_chunks(
 ) -> None:
     for start in range(0, len(jobs), BATCH_ROWS):
         chunk = jobs[start : start + BATCH_ROWS]
-        queued = Counter(job.queue for job in chunk if job.status == JobStatus.QUEUED)
+        queued = Counter(
+            job.queue
+            for job in chunk
+            if job.status == JobStatus.QUEUED and not job.pending_dependencies
+        )
         params = {
             "rows": Jsonb(_rows_json(chunk), dumps=_as_is),
             "channel": CHANNEL,
@@ -793,3 +808,106 @@ def ensure_client_count(client_id: int) -> None:
             "VALUES (%(client)s, '', 0) ON CONFLICT DO NOTHING",
             {"client": client_id},
         )
+
+
+# --- Dependencies (workflows) -----------------------------------------------------------------
+# How they are stored, released and canceled: docs/architecture.md, "Dependencies".
+
+# A dependent still waiting for its dependencies: found by job_waiting_dependents, a GIN index
+# of depends_on over those rows alone (pending_dependencies > 0), however long the queues.
+WAITING_DEPENDENT = "j.\"pending_dependencies\" > 0 AND j.\"status\" IN ('queued', 'scheduled')"
+# The submission marks its dependencies (``has_dependents``) under their row locks and reads
+# their status as the lock leaves it: a dependency that ends concurrently either ended before
+# (its status is read here) or waits for this transaction, and then sees the mark on the
+# row it updates, and settles the new dependents in a later statement of its transaction.
+LINK_DEPENDENCIES = (
+    'UPDATE {table} j SET "has_dependents" = true WHERE j."id" = ANY(%(ids)s::uuid[]) '
+    'AND j."client_id" = %(client)s RETURNING j."id", j."status"'
+)
+# The success of ``ids`` counted in each waiting dependent: the last one sets it claimable.
+RELEASE_DEPENDENTS = (
+    'WITH t AS (UPDATE {table} j SET "pending_dependencies" = j."pending_dependencies" '
+    '- (SELECT count(*) FROM unnest(j."depends_on") d WHERE d = ANY(%(ids)s::uuid[])), '
+    '"enqueued_at" = CASE WHEN j."status" = \'queued\' THEN %(at)s ELSE j."enqueued_at" END, '
+    '"version" = j."version" + 1 '
+    'WHERE j."depends_on" && %(ids)s::uuid[] AND ' + WAITING_DEPENDENT + " RETURNING {returning}) "
+    "SELECT {columns} FROM t"
+)
+# Every waiting job that depends on ``ids``, directly or through other waiting jobs, canceled
+# (dependency_failed) in one statement, each with its event and webhook delivery.
+CANCEL_DEPENDENTS = (
+    'WITH RECURSIVE d("id", "status") AS ('
+    'SELECT j."id", j."status" FROM {table} j '
+    'WHERE j."depends_on" && %(ids)s::uuid[] AND ' + WAITING_DEPENDENT + " "
+    'UNION SELECT j."id", j."status" FROM d JOIN {table} j '
+    'ON j."depends_on" && ARRAY[d."id"] AND ' + WAITING_DEPENDENT + "), "
+    't AS (UPDATE {table} j SET "status" = \'canceled\', "error" = %(error)s::jsonb, '
+    '"finished_at" = %(at)s, "version" = j."version" + 1 FROM d WHERE j."id" = d."id" '
+    "AND " + WAITING_DEPENDENT + " RETURNING {returning}), "
+    "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
+    'SELECT DISTINCT ON (t."id") t."id", d."status", t."status", t."attempts", %(at)s, '
+    '%(details)s::jsonb FROM t JOIN d ON d."id" = t."id"), '
+    "{outbox} SELECT {columns}, (SELECT count(*) FROM outbox_n), "
+    '(SELECT d."status" FROM d WHERE d."id" = t."id" LIMIT 1) FROM t'
+)
+
+
+def _returning() -> str:
+    return ", ".join(f"j.{_quote(str(f.column))}" for f in _fields())
+
+
+def link_dependencies(*, client_id: int, ids: Sequence[UUID]) -> dict[UUID, str]:
+    """Mark the client's jobs among ``ids`` as having dependents, locking them until the
+    transaction ends. Returns their statuses by id (another client's job is not among them)."""
+    if not ids:
+        return {}
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            LINK_DEPENDENCIES.format(**_names()), {"ids": list(ids), "client": client_id}
+        )
+        return dict(cursor.fetchall())
+
+
+@cache
+def _release_statement() -> str:
+    return RELEASE_DEPENDENTS.format(returning=_returning(), **_names())
+
+
+def release_dependents(ids: Sequence[UUID], *, at: datetime) -> list[Job]:
+    """Count the success of the jobs ``ids`` in their waiting dependents. Returns the
+    dependents as changed (those with no pending dependency left are claimable)."""
+    if not ids:
+        return []
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_release_statement(), {"ids": list(ids), "at": at})
+        return _to_jobs(cursor.fetchall())
+
+
+@cache
+def _cancel_statement() -> str:
+    return CANCEL_DEPENDENTS.format(
+        returning=_returning(), outbox=_the_outbox().delivery_statement(throttled=False), **_names()
+    )
+
+
+def cancel_dependents(
+    ids: Sequence[UUID], *, at: datetime, error: dict[str, Any], webhook_event: str
+) -> list[tuple[Job, str]]:
+    """Cancel every waiting job that depends on ``ids``, transitively, in one statement: each
+    ``canceled`` with ``error``, its event and (when it subscribes) its ``webhook_event``
+    delivery. Returns the canceled jobs, each with its status before."""
+    _check(Event(kind=EventKind.CANCELED, at=at), {"status": _Q}, {"status": _CANCEL})
+    if not ids:
+        return []
+    connection = connections["default"]
+    params: dict[str, Any] = {
+        "ids": list(ids),
+        "at": at,
+        "error": Jsonb(error),
+        "details": Jsonb({"reason": "dependency_failed"}),
+    }
+    params.update(_the_outbox().delivery_params(event_type=webhook_event, at=at))
+    with connection.cursor() as cursor:
+        cursor.execute(_cancel_statement(), params)
+        rows = cursor.fetchall()
+    return list(zip(_to_jobs(rows), [row[-1] for row in rows], strict=True))

@@ -39,6 +39,8 @@ SUBMISSION_FIELDS = frozenset(
         "concurrency_limit",
         "unique_key",
         "unique_for_seconds",
+        "depends_on",
+        "ref",
     }
 )
 CONCURRENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
@@ -49,6 +51,8 @@ MAX_SCHEDULE_AHEAD = timedelta(days=365)
 METADATA_MAX_KEYS = 20
 METADATA_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 METADATA_VALUE_MAX = 500
+DEPENDS_ON_MAX = 100
+REF_MAX_LENGTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,10 @@ class Submission:
     concurrency_limit: int | None = None
     unique_key: str | None = None
     unique_for_seconds: int | None = None
+    # Workflows: what it waits for, as given (job ids, or refs of earlier jobs of its batch;
+    # apps/jobs/dependencies.py resolves them), and its own name within its batch.
+    depends_on: tuple[str, ...] = ()
+    ref: str | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -191,6 +199,24 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
     ):
         errors["unique_key"] = ["Must be 1-200 printable ASCII characters."]
 
+    depends_on: tuple[str, ...] = ()
+    if "depends_on" in data:
+        names = data["depends_on"]
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and 1 <= len(n) <= REF_MAX_LENGTH for n in names
+        ):
+            errors["depends_on"] = [
+                f"Must be a list of job ids (or refs of earlier jobs of the batch), each 1-"
+                f"{REF_MAX_LENGTH} characters."
+            ]
+        elif len(names) > DEPENDS_ON_MAX:
+            errors["depends_on"] = [f"At most {DEPENDS_ON_MAX} dependencies."]
+        else:
+            depends_on = tuple(dict.fromkeys(names))
+    ref = data.get("ref")
+    if "ref" in data and (not isinstance(ref, str) or not 1 <= len(ref) <= REF_MAX_LENGTH):
+        errors["ref"] = [f"Must be a string of 1-{REF_MAX_LENGTH} characters."]
+
     max_attempts = timeout_seconds = None
     validated_input: dict[str, Any] = {}
     if job_type is not None:
@@ -237,4 +263,6 @@ def parse_submission(data: Any, *, now: datetime) -> Submission:
         unique_key=unique_key,
         # Like a limit without a key, a window without a unique_key has no effect.
         unique_for_seconds=unique_for_seconds if unique_key is not None else None,
+        depends_on=depends_on,
+        ref=ref,
     )

@@ -33,6 +33,9 @@ FIELDS = frozenset({"name", "cron", "timezone", "job", "enabled", "overlap"})
 # What decides the next tick: changing one of them recomputes next_run_at.
 TIMING_FIELDS = frozenset({"cron", "timezone", "enabled"})
 NOT_IN_JOB = ("run_at", "delay_seconds")
+# A schedule's runs are independent jobs: dependencies name jobs that exist once, a schedule
+# fires again and again (docs/architecture.md, "Dependencies").
+NOT_IN_SCHEDULED_JOB = ("depends_on", "ref")
 
 
 class AlreadyExists(ConveyorError):
@@ -67,6 +70,13 @@ def check_job(job: Any, *, now: datetime) -> None:
         for name in NOT_IN_JOB
         if name in job
     }
+    errors.update(
+        {
+            f"job.{name}": ["A schedule's job has no dependencies: each run stands alone."]
+            for name in NOT_IN_SCHEDULED_JOB
+            if name in job
+        }
+    )
     try:
         parse_submission(job, now=now)
     except ValidationFailed as exc:

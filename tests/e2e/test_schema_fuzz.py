@@ -22,7 +22,9 @@ Every response must match the document in status, content type and body.
 The fuzzed copy of the document leaves out two submission fields whose checks the document can
 only describe: ``webhook_url`` (its check resolves the host name, and this test sends nothing
 beyond loopback, DNS included) and ``run_at`` (at most 365 days ahead, a bound relative to now);
-both are covered by tests/jobs and tests/core/test_bad_inputs.py. A schedule's ``job`` loses its
+both are covered by tests/jobs and tests/core/test_bad_inputs.py; and ``depends_on`` and ``ref``
+(they name jobs that must exist, refs unique within a batch: tests/jobs/test_dependencies.py).
+A schedule's ``job`` loses its
 ``webhook_url`` likewise, and positive mode draws cron expressions from a narrower grammar (see
 ``fuzzed_document``; tests/schedules covers ranges and days 30-31). It also leaves out the
 ``Prefer`` header of submissions (a valid one waits up to 60 s; tests/e2e/test_waiting.py), and,
@@ -123,6 +125,10 @@ def fuzzed_document(base: str, *, stateful: bool, narrow_cron: bool) -> dict[str
     left_out = (
         "webhook_url",
         "run_at",
+        # Dependencies name jobs that must exist (and refs unique in a batch): state the
+        # document cannot say; tests/jobs/test_dependencies.py covers them.
+        "depends_on",
+        "ref",
         *(("unique_key", "unique_for_seconds") if stateful else ()),
     )
     for name in left_out:

@@ -32,4 +32,5 @@ JOB_FIELDS = {
     "unique_for_seconds",
     # API.md, "Workflows": the schedule that fired it, or null.
     "schedule_id",
+    "depends_on",
 }

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from apps.jobs.models import PRIORITY_VALUES, JobStatus
 from apps.jobs.representation import WAIT_REASONS
-from apps.jobs.submission import UNIQUE_FOR_MAX_SECONDS
+from apps.jobs.submission import DEPENDS_ON_MAX, REF_MAX_LENGTH, UNIQUE_FOR_MAX_SECONDS
 from apps.jobs.webhook_events import WEBHOOK_EVENTS
 
 
@@ -72,6 +72,12 @@ class JobDoc(serializers.Serializer):
         allow_null=True,
         help_text="The schedule that fired it (/api/v1/schedules); null for a job submitted "
         "directly. Kept when the schedule is deleted.",
+    )
+    depends_on = serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=DEPENDS_ON_MAX,
+        help_text="The jobs it waits for (ids): it starts when every one has succeeded, and is "
+        "canceled (error.code dependency_failed) when one ends failed or canceled.",
     )
 
 
@@ -136,6 +142,23 @@ class JobSubmitDoc(serializers.Serializer):
         max_value=UNIQUE_FOR_MAX_SECONDS,
         help_text="Also a duplicate: a job with this unique_key created within this many seconds, "
         "finished or not. Without a unique_key it has no effect.",
+    )
+    depends_on = serializers.ListField(
+        child=serializers.CharField(min_length=1, max_length=REF_MAX_LENGTH),
+        required=False,
+        max_length=DEPENDS_ON_MAX,
+        help_text="Up to 100 jobs it waits for: ids of your own jobs, or (in a batch) refs of "
+        "earlier jobs of the same batch. It waits as queued (wait_reason dependencies) until "
+        "every one has succeeded; when one ends failed or canceled it is canceled with "
+        "error.code dependency_failed. An unknown id, another client's, a forward or unknown "
+        "ref, or a cycle is 400 validation_error. Not in a schedule's job.",
+    )
+    ref = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=REF_MAX_LENGTH,
+        help_text="Its name within its batch (unique there), for depends_on of later jobs of "
+        "the batch. Outside a batch it has no effect. Not in a schedule's job.",
     )
 
 

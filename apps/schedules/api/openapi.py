@@ -9,13 +9,13 @@ import copy
 from typing import Any
 
 from apps.schedules.cron import TIMEZONE_MAX_LENGTH, timezones
-from apps.schedules.services import NOT_IN_JOB
+from apps.schedules.services import NOT_IN_JOB, NOT_IN_SCHEDULED_JOB
 
 
 def _job_schema(submit: dict[str, Any]) -> dict[str, Any]:
     job = copy.deepcopy(submit)
     job.pop("not", None)
-    for name in NOT_IN_JOB:
+    for name in (*NOT_IN_JOB, *NOT_IN_SCHEDULED_JOB):
         job["properties"].pop(name, None)
     job["description"] = "A job submission (POST /api/v1/jobs) without run_at or delay_seconds."
     return job
