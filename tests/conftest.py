@@ -17,6 +17,18 @@ from tests.support.tenants import Tenant
 pytest_plugins = ["tests.support.replica_fixtures"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.settings import SHARED_SERVICES
+
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and SHARED_SERVICES:
+        raise pytest.UsageError(
+            f"{' and '.join(SHARED_SERVICES)} set: every xdist worker would share that Redis "
+            "database or broker and empty the others' queues. Unset it for a parallel run (each "
+            "worker gets its own Redis database, tests/settings.py), or run with -n 0."
+        )
+
+
 @pytest.fixture
 def make_tenant(db: None) -> Callable[..., Tenant]:
     counter = iter(range(1_000_000))
