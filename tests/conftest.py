@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,22 @@ def pytest_configure(config: pytest.Config) -> None:
             "database or broker and empty the others' queues. Unset it for a parallel run (each "
             "worker gets its own Redis database, tests/settings.py), or run with -n 0."
         )
+
+
+# The longest files first: pytest-xdist hands out whole files (--dist loadfile) in collection
+# order, so a long end-to-end file collected last would run alone after the others are done.
+_FIRST = ("tests/e2e/test_schema_fuzz.py", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the usual order
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each rank stays
 
 
 @pytest.fixture
