@@ -5,8 +5,8 @@ What is fuzzed, against gunicorn on loopback with the production job types (conf
 rate limits and an unlimited client:
 - positive mode, all 14 operations: data that fits the document, which the server must take
   (2xx, or a 401/404/409/422/429 that depends on state, not on the data's shape): every query filter
-  of GET /jobs (statuses, types, queues, metadata[key], created_after/before as RFC 3339
-  date-times, cursor, limit 1-200), submission bodies of every registered type with its own
+  of GET /jobs (statuses, types, queues, metadata[key], schedule_id, created_after/before as
+  RFC 3339 date-times, cursor, limit 1-200), submission bodies of every registered type with its own
   input schema and caps, batches, Idempotency-Key headers, ids in the path (unknown: 404), and
   schedules (names, cron expressions, time zones, their jobs; a name taken is 409);
 - negative mode, each operation that has something the document forbids (GET /jobs' query,
