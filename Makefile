@@ -25,8 +25,11 @@ install: uv  ## Install the runtime dependencies (and the embedded PostgreSQL) i
 	$(UV) sync --frozen --no-dev --group local
 
 .PHONY: install-dev
+# --compile-bytecode: the suite starts a few hundred Python processes (workers, gunicorn,
+# manage.py), and where PYTHONDONTWRITEBYTECODE is set (CI images often set it) each would
+# otherwise compile Django, Celery and the rest from source again.
 install-dev: uv  ## Install runtime and development dependencies
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --compile-bytecode
 
 # A local .env for development: settings read it, so `manage.py …` works as the README shows
 # without exporting anything. An existing .env is left as it is (the environment still wins).
@@ -54,11 +57,23 @@ serve:  ## `make run` on the DATABASE_URL already set: migrate, demo client, hon
 services:  ## Start local PostgreSQL and Redis if they are installed but stopped
 	@bash .ci/services.sh
 
+# `make test` runs the suite on PYTEST_WORKERS pytest-xdist processes, one test file per process
+# at a time (--dist loadfile: a file's module-scoped workers and servers start once). Each
+# process has its own PostgreSQL test database, Redis database and cache prefix
+# (tests/settings.py), so REDIS_URL and CELERY_BROKER_URL must be unset: with either exported
+# the processes would share one broker, and the suite runs in one process (PYTEST_WORKERS=0).
+# PYTEST_ARGS go last (PYTEST_ARGS="-n 0" also runs it in one process).
+PYTEST_WORKERS ?= $(if $(REDIS_URL)$(CELERY_BROKER_URL),0,3)
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadfile
+
 .PHONY: test
 test: install-dev services  ## Run the whole test suite against real PostgreSQL, Redis and workers
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ "$(PYTEST_WORKERS)" = 0 ] && [ -n "$(REDIS_URL)$(CELERY_BROKER_URL)" ]; then \
+	  echo "REDIS_URL or CELERY_BROKER_URL is set: the suite runs in one process" >&2; fi
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
+# In one process: the xdist processes would share the broker's queues (one RabbitMQ vhost).
 .PHONY: test-rabbitmq
 test-rabbitmq: install-dev services  ## The recovery and pipeline tests again, with RabbitMQ as the broker
 	CELERY_BROKER_URL=$${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672//} \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,34 @@ from tests.support.tenants import Tenant
 
 # The throwaway primary + replica fixtures (pg_cluster, replica_pair, replica_alias, cluster_web).
 pytest_plugins = ["tests.support.replica_fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.settings import SHARED_SERVICES
+
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and SHARED_SERVICES:
+        raise pytest.UsageError(
+            f"{' and '.join(SHARED_SERVICES)} set: every xdist worker would share that Redis "
+            "database or broker and empty the others' queues. Unset it for a parallel run (each "
+            "worker gets its own Redis database, tests/settings.py), or run with -n 0."
+        )
+
+
+# The longest files first: pytest-xdist hands out whole files (--dist loadfile) in collection
+# order, so a long end-to-end file collected last would run alone after the others are done.
+_FIRST = ("tests/e2e/test_schema_fuzz.py", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the usual order
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each rank stays
 
 
 @pytest.fixture

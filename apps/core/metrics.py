@@ -9,7 +9,7 @@ are computed when the web's ``/metrics`` is scraped, by collectors that apps reg
 ``register_scrape_collector``; worker metrics ports leave them out so that nothing is reported
 twice.
 
-The webhook delivery metrics are defined here for the webhooks app to import:
+The webhook delivery and schedule metrics are defined here for their apps to import:
 ``webhook_deliveries_total.labels(outcome).inc()`` and ``webhook_delivery_seconds.observe(s)``.
 """
 
@@ -72,6 +72,23 @@ webhook_delivery_seconds = Histogram(
     "conveyor_webhook_delivery_seconds",
     "How long webhook delivery attempts took, until the receiver's answer or the timeout.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+# Schedules (apps/schedules/instrumentation.py): each tick the scheduler consumes either fires a
+# job or is skipped, and how late it was handled; the scrape adds the most overdue schedule.
+schedules_fired_total = Counter(
+    "conveyor_schedules_fired",
+    "Schedule ticks that submitted a job (the firing step; POST /schedules/{id}/trigger is not "
+    "a tick).",
+)
+schedules_skipped_total = Counter(
+    "conveyor_schedules_skipped",
+    "Schedule ticks consumed without a job, by reason (overlap, quota_exceeded, invalid_job).",
+    ["reason"],
+)
+schedule_lag_seconds = Histogram(
+    "conveyor_schedule_lag_seconds",
+    "How late the scheduler handled each tick: when it fired or skipped it minus when it was due.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
 
 # --- The per-request hook -----------------------------------------------------------------------

@@ -86,6 +86,8 @@ class JobListFilters:
     metadata: dict[str, str] = field(default_factory=dict)
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # The schedule that fired the jobs (apps/schedules); another client's gives nothing.
+    schedule_id: uuid.UUID | None = None
 
 
 def uuid7_floor(moment: datetime) -> uuid.UUID:
@@ -113,6 +115,8 @@ def jobs_filtered(*, client_id: int, filters: JobListFilters) -> QuerySet[Job]:
         )
     if filters.created_before is not None:
         qs = qs.filter(created_at__lt=filters.created_before)
+    if filters.schedule_id is not None:
+        qs = qs.filter(schedule_id=filters.schedule_id)
     return qs
 
 

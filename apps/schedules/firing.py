@@ -23,9 +23,11 @@ written, all before the one COMMIT. Hence:
 - **Inactive clients wait.** A deactivated client's schedules are not claimed; like its held
   jobs (apps/jobs/holds.py) they lose nothing: reactivated, a due schedule fires once.
 
-One schedule costs a few statements (the overlap probe, the quota count, the job INSERT, the
-schedule UPDATE); a batch is ``SCHEDULES_FIRE_BATCH_SIZE`` schedules and a run goes on while
-batches come back full, for at most ``STEP_MAX_SECONDS`` (apps/jobs/maintenance.py).
+Each consumed tick is counted (fired, or skipped by reason) and its lag observed once the batch
+commits (apps/schedules/instrumentation.py). One schedule costs a few statements (the overlap
+probe, the quota count, the job INSERT, the schedule UPDATE); a batch is
+``SCHEDULES_FIRE_BATCH_SIZE`` schedules and a run goes on while batches come back full, for at
+most ``STEP_MAX_SECONDS`` (apps/jobs/maintenance.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from django.utils import timezone
 from apps.core.errors import ConveyorError, QuotaExceeded
 from apps.jobs.maintenance import STEP_MAX_SECONDS, _in_batches
 from apps.schedules.cron import next_tick
+from apps.schedules.instrumentation import record_tick
 from apps.schedules.models import Overlap, Schedule, SkipReason
 from apps.schedules.services import previous_run_active, submit_run
 
@@ -55,6 +58,7 @@ def _fire_one(schedule: Schedule, now: datetime) -> bool:
     """Fire (or skip) one claimed schedule and move it to its next tick. Returns whether a job
     was submitted."""
     fired = False
+    due = schedule.next_run_at
     if schedule.overlap == Overlap.SKIP and previous_run_active(schedule):
         _skip(schedule, SkipReason.OVERLAP, now)
     else:
@@ -73,6 +77,7 @@ def _fire_one(schedule: Schedule, now: datetime) -> bool:
                 exc.code,
                 exc.details,
             )
+    record_tick(due=due, now=now, skip_reason=None if fired else schedule.last_skip_reason)
     schedule.next_run_at = next_tick(schedule.cron, schedule.timezone, after=now)
     if schedule.next_run_at is None:
         schedule.enabled = False  # it will never fire again

@@ -12,20 +12,12 @@ from apps.core.metrics import access_allowed
 from apps.jobs import services
 from apps.jobs.models import JobStatus
 from tests.factories import JobFactory
+from tests.support.prometheus import sample
 from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 
 NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in an exposition (0 when absent)."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 def scrape(client: Any, **extra: Any) -> str:

@@ -193,7 +193,9 @@ def test_multiprocess_directories_are_removed_when_the_processes_exit(
 ) -> None:
     metrics_dir = tmp_path / "metrics"
     process, base = start_web(tmp_path, workers=2, METRICS_DIR=str(metrics_dir))
-    call(base, "GET", "/healthz")
+    # The socket accepts before the workers have loaded the app: on a busy machine (the suite
+    # runs in parallel) the first answer can take longer than call's usual 10 s.
+    call(base, "GET", "/healthz", timeout=60)
     groups = list(metrics_dir.iterdir())
     assert [group.name for group in groups] == [f"web-{process.pid}"]
     assert any(groups[0].iterdir())  # the workers' sample files

@@ -50,6 +50,9 @@ def database_url() -> str:
 
 def service_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
+    # Every value below is explicit: the process must not recompute tests/settings.py's
+    # per-process defaults over the ones given here.
+    env.pop("CONVEYOR_TEST_DEFAULTED", None)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "tests.settings",

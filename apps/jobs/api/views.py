@@ -133,6 +133,20 @@ def _parse_time(value: str | None, name: str, errors: dict[str, list[str]]) -> d
     return parsed
 
 
+# A schedule id as the API writes it: the hyphenated form only (uuid.UUID also takes braces,
+# a urn: prefix or no hyphens, which the document's format does not).
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def _parse_uuid(value: str | None, name: str, errors: dict[str, list[str]]) -> uuid.UUID | None:
+    if value is None:
+        return None
+    if re.fullmatch(_UUID_PATTERN, value) is None:
+        errors[name] = ["Must be an id (a hyphenated UUID)."]
+        return None
+    return uuid.UUID(value)
+
+
 def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID | None, int]:
     errors: dict[str, list[str]] = {}
     statuses = _items(params.getlist("status"), "status", errors, valid=STATUSES.__contains__)
@@ -164,8 +178,9 @@ def parse_list_query(params: Any) -> tuple[selectors.JobListFilters, uuid.UUID |
         metadata=metadata,
         created_after=_parse_time(params.get("created_after"), "created_after", errors),
         created_before=_parse_time(params.get("created_before"), "created_before", errors),
+        schedule_id=_parse_uuid(params.get("schedule_id"), "schedule_id", errors),
     )
-    for name in ("limit", "cursor", "created_after", "created_before"):
+    for name in ("limit", "cursor", "created_after", "created_before", "schedule_id"):
         if len(params.getlist(name)) > 1:
             errors[name] = ["Give it once."]  # one value, as the document says
     if errors:
@@ -229,6 +244,12 @@ _LIST_PARAMETERS = [
         "created_before",
         {"type": "string", "format": "date-time"},
         description="RFC 3339 date-time with an offset.",
+    ),
+    OpenApiParameter(
+        "schedule_id",
+        {"type": "string", "format": "uuid", "pattern": _UUID_PATTERN},
+        description="Jobs fired by this schedule (its id, hyphenated). Another client's "
+        "schedule lists nothing; a deleted schedule's jobs stay listed.",
     ),
     *page_parameters(
         default=settings.JOBS_LIST_PAGE_SIZE, maximum=settings.JOBS_LIST_MAX_PAGE_SIZE
