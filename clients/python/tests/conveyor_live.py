@@ -4,7 +4,8 @@ at the end), then `manage.py create_client` for two keys. The client's tests (co
 its benchmark (../bench/client_bench.py) use it.
 
 It runs from the repository's dev virtualenv (`make install-dev`), where conveyor_client is
-installed editable, and uses DATABASE_URL's server and REDIS_URL like the main suite.
+installed editable, and uses DATABASE_URL's server and a Redis database of its own (8 + the
+xdist index).
 """
 
 from __future__ import annotations
@@ -138,6 +139,16 @@ def _create_tenants(env: dict[str, str], names: tuple[str, ...]) -> list[Tenant]
     return tenants
 
 
+def _redis_url() -> str:
+    """The live server's own Redis database: the session keeps it running while this test
+    process goes on to other files, whose Celery workers use the process's database (1 + N,
+    tests/settings.py); sharing it, each would take the other's wake-ups and broker flushes."""
+    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0) if worker.startswith("gw") else 0
+    return urlunsplit(parts._replace(path=f"/{8 + index}"))
+
+
 @contextmanager
 def running(
     tmp: Path, *, web_concurrency: int = 1, database_suffix: str = "_client_live", **overrides: str
@@ -153,7 +164,7 @@ def running(
         "CONVEYOR_ENV": "development",
         "CONVEYOR_ENV_FILE": "",
         "DATABASE_URL": database_url,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_URL": _redis_url(),
         "CACHE_KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "cv") + "-client-live",
         "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
         "WEB_CONCURRENCY": str(web_concurrency),
