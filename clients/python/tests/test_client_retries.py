@@ -163,7 +163,8 @@ def test_wait_on_a_job_read_long_polls_from_its_etag(proxy, conveyor_server) -> 
 def test_wait_polls_with_backoff_when_the_server_ignores_wait(proxy, conveyor_server) -> None:
     proxy.strip_wait = True
     with Client(proxy.url, conveyor_server.tenant.api_key, retry_policy=FAST) as conveyor:
-        job = conveyor.submit("diagnostics.echo", {"message": "poll", "sleep_seconds": 1})
+        # Long enough that the polls happen while it runs, even on a loaded machine.
+        job = conveyor.submit("diagnostics.echo", {"message": "poll", "sleep_seconds": 2.5})
         done = conveyor.wait(job.id, timeout=30)
     assert done.result == {"message": "poll", "attempt": 1}
     reads = _job_reads(proxy)
