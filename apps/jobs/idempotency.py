@@ -37,6 +37,9 @@ class StoredResponse:
     body: bytes
     location: str = ""
     replayed: bool = False
+    # The job's ETag as of ``body`` (single submissions; "" for a batch): lets a client
+    # long-poll the job (``If-None-Match``) straight from the submission's answer.
+    etag: str = ""
     # The answer is an existing job (unique jobs): sent as ``Conveyor-Duplicate: true``. Not
     # stored: a replay says ``Idempotent-Replayed`` instead.
     duplicate: bool = False
@@ -67,7 +70,9 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> StoredResponse:
             "This Idempotency-Key was already used with a different request.",
             details={"Idempotency-Key": [record.key]},
         )
-    return StoredResponse(record.status_code, bytes(record.response), record.location, True)
+    return StoredResponse(
+        record.status_code, bytes(record.response), record.location, True, etag=record.etag
+    )
 
 
 def run_once(
@@ -98,6 +103,7 @@ def run_once(
             status_code=response.status,
             response=response.body,
             location=response.location,
+            etag=response.etag,
             created_at=timezone.now(),
         )
     return response

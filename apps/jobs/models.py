@@ -246,6 +246,9 @@ class IdempotencyRecord(models.Model):
     status_code = models.PositiveSmallIntegerField()
     response = models.BinaryField()
     location = models.CharField(max_length=255, blank=True)
+    etag = models.CharField(
+        max_length=32, blank=True, default="", help_text="The job's ETag as of the response."
+    )
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:

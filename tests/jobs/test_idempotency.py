@@ -30,6 +30,19 @@ def test_same_key_and_body_replays_the_first_response(tenant: Tenant) -> None:
     assert first.json()["idempotency_key"] == "order-42"
 
 
+def test_the_answer_and_its_replay_carry_the_jobs_etag(tenant: Tenant) -> None:
+    # A client long-polls (If-None-Match) straight from the submission's answer.
+    first = tenant.post("/api/v1/jobs", BODY, HTTP_IDEMPOTENCY_KEY="etag-1")
+    again = tenant.post("/api/v1/jobs", BODY, HTTP_IDEMPOTENCY_KEY="etag-1")
+    plain = tenant.post("/api/v1/jobs", {**BODY, "input": {"message": "no key"}})
+    for response in (first, plain):
+        job = Job.objects.get(pk=response.json()["id"])
+        assert response["ETag"] == f'"{job.version}"'
+    assert again["ETag"] == first["ETag"]
+    unchanged = tenant.get(first["Location"], HTTP_IF_NONE_MATCH=first["ETag"])
+    assert unchanged.status_code == 304
+
+
 def test_key_order_in_the_body_does_not_matter(tenant: Tenant) -> None:
     tenant.post("/api/v1/jobs", BODY, HTTP_IDEMPOTENCY_KEY="k")
     reordered = {"input": {"message": "once"}, "type": "diagnostics.echo"}

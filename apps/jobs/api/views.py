@@ -85,6 +85,8 @@ def _idempotent(
     http = HttpResponse(response.body, status=response.status, content_type="application/json")
     if response.location:
         http["Location"] = response.location
+    if response.etag:
+        http["ETag"] = response.etag
     if response.replayed:
         http["Idempotent-Replayed"] = "true"
     if response.duplicate:
@@ -327,8 +329,11 @@ class JobCollectionView(ConveyorAPIView):
             )
             if job.duplicate:
                 body = orjson.dumps(job_to_dict(job))
-                return StoredResponse(200, body, job_location(job), duplicate=True)
-            return StoredResponse(202, orjson.dumps(job_to_dict(job)), job_location(job))
+                return StoredResponse(
+                    200, body, job_location(job), duplicate=True, etag=job_etag(job)
+                )
+            body = orjson.dumps(job_to_dict(job))
+            return StoredResponse(202, body, job_location(job), etag=job_etag(job))
 
         response = _idempotent(request, client, data, submit)
         if wait is None or response.status_code != 202:

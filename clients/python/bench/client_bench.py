@@ -190,7 +190,11 @@ def main() -> int:
                 )
             )
             url, key, server_pid = server.url, server.tenant.api_key, server.pid
-        results: dict[str, object] = {"web workers": args.web_workers, "cpus": os.cpu_count()}
+        results: dict[str, object] = {
+            "web workers": args.web_workers,
+            "cpus": os.cpu_count(),
+            "load average at start": round(os.getloadavg()[0], 1),
+        }
         if "roundtrip" in args.phases:
             results.update(roundtrip(url, key, args.roundtrips))
         if "async" in args.phases:
@@ -199,6 +203,7 @@ def main() -> int:
             results.update(
                 async_rate(url, key, args.submissions, args.concurrency, server_pid, raw=True)
             )
+        results["load average at end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -54,7 +54,7 @@ def test_every_submission_field_is_accepted_by_submit(schema: dict) -> None:
     assert {"type", "input"} <= fields
     assert fields - {"type", "input"} <= _core.BODY_OPTIONS
     # Each is turned into the body as given (nothing silently dropped).
-    samples = {"metadata": {"k": "v"}, "webhook_events": ["job.failed"]}
+    samples = {"metadata": {"k": "v"}, "webhook_events": ["job.failed"], "depends_on": ["j"]}
     options = {name: samples.get(name, 1) for name in fields - {"type", "input"}}
     options["run_at"] = "2030-01-01T00:00:00Z"
     body = _core.submission("t", {}, options)

@@ -148,9 +148,11 @@ def _job_reads(proxy: FlakyProxy) -> list[str]:
 
 def test_wait_on_a_job_read_long_polls_from_its_etag(proxy, conveyor_server) -> None:
     with Client(proxy.url, conveyor_server.tenant.api_key, retry_policy=FAST) as conveyor:
-        submitted = conveyor.submit("diagnostics.echo", {"message": "lp", "sleep_seconds": 0.3})
+        # Still running when read, even on a loaded machine (a finished one needs no request).
+        submitted = conveyor.submit("diagnostics.echo", {"message": "lp", "sleep_seconds": 2})
         job = conveyor.get(submitted.id)
         assert job.etag
+        assert not job.is_terminal
         before = len(_job_reads(proxy))
         done = conveyor.wait(job, timeout=30)
     assert done.status == "succeeded"
@@ -163,7 +165,8 @@ def test_wait_on_a_job_read_long_polls_from_its_etag(proxy, conveyor_server) -> 
 def test_wait_polls_with_backoff_when_the_server_ignores_wait(proxy, conveyor_server) -> None:
     proxy.strip_wait = True
     with Client(proxy.url, conveyor_server.tenant.api_key, retry_policy=FAST) as conveyor:
-        job = conveyor.submit("diagnostics.echo", {"message": "poll", "sleep_seconds": 1})
+        # Long enough that the polls happen while it runs, even on a loaded machine.
+        job = conveyor.submit("diagnostics.echo", {"message": "poll", "sleep_seconds": 2.5})
         done = conveyor.wait(job.id, timeout=30)
     assert done.result == {"message": "poll", "attempt": 1}
     reads = _job_reads(proxy)

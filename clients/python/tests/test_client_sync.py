@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from conveyor_client import (
     Client,
@@ -68,12 +69,58 @@ def test_wait_on_a_failed_job_returns_it_with_its_error(client: Client) -> None:
     assert done.status == "failed"
     assert done.error is not None
     assert done.error.code
+    assert isinstance(done.error.details, dict)
 
 
 def test_prefer_wait_answers_with_the_finished_job(client: Client) -> None:
     job = client.submit("diagnostics.echo", {"message": "now"}, prefer_wait=20)
     assert job.status == "succeeded"
     assert job.result == {"message": "now", "attempt": 1}
+
+
+def test_submit_with_wait_answers_with_the_finished_job_in_one_request(conveyor_server) -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(timeout=10, event_hooks={"request": [sent.append]})
+    with Client(conveyor_server.url, conveyor_server.tenant.api_key, http_client=http) as client:
+        job = client.submit("diagnostics.echo", {"message": "now"}, wait=20)
+    assert job.status == "succeeded"
+    assert job.result == {"message": "now", "attempt": 1}
+    assert [(r.method, r.headers.get("Prefer")) for r in sent] == [("POST", "wait=20")]
+
+
+def test_submit_with_wait_gives_up_after_its_time_with_the_last_state(client: Client) -> None:
+    with pytest.raises(WaitTimeout) as caught:
+        client.submit("diagnostics.echo", {"message": "slow", "sleep_seconds": 4}, wait=1.5)
+    assert caught.value.job.status in {"queued", "running"}
+    client.cancel(caught.value.job.id)
+    with pytest.raises(ValueError, match="wait"):
+        client.submit("diagnostics.echo", {"message": "x"}, wait=0)
+
+
+def test_wait_long_polls_from_the_submissions_etag_at_once(conveyor_server) -> None:
+    # The submission's answer carries the job's ETag (also through the Idempotency-Key path),
+    # so wait() never needs a plain GET first: every request it makes is a long-poll.
+    sent: list[httpx.Request] = []
+    http = httpx.Client(timeout=10, event_hooks={"request": [sent.append]})
+    with Client(conveyor_server.url, conveyor_server.tenant.api_key, http_client=http) as client:
+        job = client.submit("diagnostics.echo", {"message": "etag"})
+        assert job.etag
+        done = client.wait(job, timeout=30)
+    assert done.status == "succeeded"
+    polls = sent[1:]
+    assert polls
+    assert polls[0].headers["If-None-Match"] == job.etag
+    assert all("wait" in r.url.params and "If-None-Match" in r.headers for r in polls)
+
+
+def test_wait_on_a_finished_job_answers_without_a_request(conveyor_server) -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(timeout=10, event_hooks={"request": [sent.append]})
+    with Client(conveyor_server.url, conveyor_server.tenant.api_key, http_client=http) as client:
+        done = client.submit("diagnostics.echo", {"message": "done"}, prefer_wait=20)
+        assert done.status == "succeeded"
+        assert client.wait(done, timeout=5) is done
+    assert len(sent) == 1
 
 
 def test_get_cancel_and_retry(client: Client) -> None:

@@ -91,7 +91,10 @@ def test_a_task_exception_maps_to_its_class_path_and_traceback() -> None:
         "message": "ValueError: no",
         "details": {"exception_class": "builtins.ValueError", "traceback": "Traceback …"},
     }
-    result = backend().to_result(job(status="failed", error=error, attempts=1))
+    failed = job(status="failed", error=error, attempts=1)
+    assert failed.error is not None
+    assert failed.error.details["exception_class"] == "builtins.ValueError"
+    result = backend().to_result(failed)
     [task_error] = result.errors
     assert task_error.exception_class_path == "builtins.ValueError"
     assert task_error.exception_class is ValueError

@@ -41,7 +41,10 @@ class SubmitOptions(TypedDict, total=False):
     """The optional fields of a submission (API.md, "Submission body" and its additions).
 
     ``idempotency_key`` is sent as the ``Idempotency-Key`` header; ``prefer_wait`` as
-    ``Prefer: wait=N`` (the answer comes once the job is terminal, up to N seconds). ``ref`` is
+    ``Prefer: wait=N`` (the answer comes once the job is terminal, up to N seconds, else the
+    job as it then is). ``wait``: the finished job or :class:`WaitTimeout` after that many
+    seconds, in one request when the job finishes within a minute (``Prefer: wait``), long-polling
+    after that, like :meth:`wait`. ``ref`` is
     for :meth:`submit_batch` entries only. Every other key is a body field; a field the server
     does not know is its 400 ``validation_error``, not the client's guess.
     """
@@ -64,6 +67,7 @@ class SubmitOptions(TypedDict, total=False):
     ref: str
     idempotency_key: str
     prefer_wait: int
+    wait: float
 
 
 #: Each client method and the API operation it wraps (tests hold these to the OpenAPI document).
@@ -91,7 +95,7 @@ LIST_FILTERS = frozenset(
 #: The fields a schedule takes (create and update).
 SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "job", "enabled", "overlap"})
 
-HEADER_OPTIONS = frozenset({"idempotency_key", "prefer_wait"})
+HEADER_OPTIONS = frozenset({"idempotency_key", "prefer_wait", "wait"})
 BODY_OPTIONS = frozenset(SubmitOptions.__annotations__) - HEADER_OPTIONS
 
 
@@ -227,18 +231,27 @@ def _submit_headers(options: Mapping[str, Any]) -> dict[str, str]:
 def submit(
     policy: RetryPolicy, type: str, input: Mapping[str, Any] | None, options: Mapping[str, Any]
 ) -> Op[Job]:
+    body = submission(type, input, options)
     headers = _submit_headers(options)
-    timeout = float(options["prefer_wait"]) + 10 if options.get("prefer_wait") else None
-    call = Call(
-        "POST",
-        "jobs",
-        body=submission(type, input, options),
-        headers=headers,
-        timeout=timeout,
-        replayable=True,
-    )
+    wait_for = options.get("wait")
+    deadline = None
+    if wait_for is not None:
+        if wait_for <= 0:
+            raise ValueError("wait must be a positive number of seconds")
+        deadline = time.monotonic() + wait_for
+        if int(min(LONG_POLL_MAX_SECONDS, wait_for)) >= 1:
+            headers["Prefer"] = f"wait={int(min(LONG_POLL_MAX_SECONDS, wait_for))}"
+    prefer = headers.get("Prefer", "")
+    timeout = float(prefer.removeprefix("wait=")) + 10 if prefer else None
+    call = Call("POST", "jobs", body=body, headers=headers, timeout=timeout, replayable=True)
     response = yield from request(policy, call)
-    return _job(response)
+    job = _job(response)
+    if deadline is None or job.is_terminal:
+        return job
+    # Still running when the server's wait ran out (or none was asked): long-poll from the
+    # answer's version for what is left of ``wait``.
+    remaining = max(0.0, deadline - time.monotonic())
+    return (yield from wait(policy, job.id, remaining, None, job))
 
 
 def submit_batch(
@@ -407,8 +420,9 @@ def wait(
     etag: str | None = None
     last_progress: Any = None
     job: Job | None = None
-    if initial is not None and initial.etag:
-        # A job just submitted or read: long-poll from its version at once (one request fewer).
+    if initial is not None:
+        # A job just submitted or read: long-poll from its version at once (one request fewer);
+        # one already finished is the answer.
         job, etag = initial, initial.etag
         if on_progress is not None and job.progress is not None:
             last_progress = (job.progress.percent, job.progress.message)

@@ -66,8 +66,9 @@ class AsyncClient:
         )
 
     async def _run(self, op: Op[T]) -> T:
-        step: Any = next(op)
         try:
+            # An operation may finish without a request (wait() on a job already terminal).
+            step: Any = next(op)
             while True:
                 if isinstance(step, Sleep):
                     await asyncio.sleep(step.seconds)

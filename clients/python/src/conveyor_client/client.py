@@ -66,8 +66,9 @@ class Client:
         )
 
     def _run(self, op: Op[T]) -> T:
-        step: Any = next(op)
         try:
+            # An operation may finish without a request (wait() on a job already terminal).
+            step: Any = next(op)
             while True:
                 if isinstance(step, Sleep):
                     time.sleep(step.seconds)
@@ -88,7 +89,9 @@ class Client:
         self, type: str, input: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
     ) -> Job:
         """Submit one job; the stored job (``status`` queued or scheduled, or terminal with
-        ``prefer_wait``). Retried on 429/503/connection failures under one Idempotency-Key."""
+        ``prefer_wait``). Retried on 429/503/connection failures under one Idempotency-Key.
+        ``wait=seconds``: the job once terminal (submit and :meth:`wait` in one call, a single
+        request when it finishes within a minute), :class:`~conveyor_client.WaitTimeout` after."""
         return self._run(_core.submit(self.retry_policy, type, input, options))
 
     def submit_batch(

@@ -279,12 +279,10 @@ class ConveyorBackend(BaseTaskBackend):
 
     @staticmethod
     def errors_of(job: Job) -> list[TaskError]:
-        error = job.raw.get("error") if isinstance(job.raw, dict) else None
-        if not isinstance(error, dict):
+        error = job.error
+        if error is None:
             return []
-        code, message = str(error.get("code", "")), str(error.get("message", ""))
-        found = error.get("details")
-        details: dict[str, Any] = found if isinstance(found, dict) else {}
+        code, message, details = error.code, error.message, error.details
         if details.get("exception_class"):
             return [
                 TaskError(

@@ -32,8 +32,21 @@ def _build(cls: Any, data: dict[str, Any], times: tuple[str, ...]) -> Any:
 
 @dataclass(frozen=True)
 class JobError:
+    """A job's last error. ``details``: what the job type adds, when it does (a Django task's
+    ``exception_class`` and ``traceback``, for one); ``{}`` otherwise."""
+
     code: str
     message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobError:
+        details = data.get("details")
+        return cls(
+            str(data.get("code", "")),
+            str(data.get("message", "")),
+            dict(details) if isinstance(details, dict) else {},
+        )
 
 
 @dataclass(frozen=True)
@@ -88,9 +101,7 @@ class Job:
         progress = data.get("progress")
         return dataclasses.replace(
             job,
-            error=JobError(str(error.get("code", "")), str(error.get("message", "")))
-            if isinstance(error, dict)
-            else None,
+            error=JobError.from_dict(error) if isinstance(error, dict) else None,
             progress=Progress(int(progress.get("percent") or 0), str(progress.get("message") or ""))
             if isinstance(progress, dict)
             else None,
