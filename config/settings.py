@@ -156,6 +156,8 @@ STORAGES = {
 }
 
 LANGUAGE_CODE = "en-us"
+# Every time the admin shows (lists, read-only fields, filters) carries its zone: config/formats.
+FORMAT_MODULE_PATH = ["config.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
