@@ -24,7 +24,78 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "screenshots"
 USERNAME = "screenshots"
-WIDTH, HEIGHT = 1400, 900
+WIDTH, HEIGHT = 1600, 900
+JOBS = 140
+# A live worker while the pages are shot, so the dashboard shows its workers column.
+WORKER = "demo-worker@screenshots"
+
+
+def now_minus_day() -> Any:
+    from django.utils import timezone
+
+    return timezone.now() - timedelta(days=1)
+
+
+def workflow(client: Any, now: Any) -> None:
+    """Three jobs chained by depends_on: a build that succeeded, a publish step that depended on
+    it and failed, and a notification that depended on the publish step (canceled with it)."""
+    from apps.core.ids import uuid7_with_time
+    from apps.jobs.models import Job, JobEvent
+
+    steps = [
+        ("text.split", "succeeded", None),
+        (
+            "text.count_words",
+            "failed",
+            {"code": "handler_error", "message": "ValueError: bad chunk"},
+        ),
+        (
+            "text.merge_counts",
+            "canceled",
+            {"code": "dependency_failed", "message": "a dependency failed"},
+        ),
+    ]
+    previous: Any = None
+    for n, (job_type, status, error) in enumerate(steps):
+        job_id, created = uuid7_with_time()
+        created = now - timedelta(minutes=30 - n * 5)
+        job = Job.objects.create(
+            id=job_id,
+            client=client,
+            type=job_type,
+            status=status,
+            input={"text": "the quick brown fox jumps over the lazy dog", "chunk": n},
+            result={"chunks": 3} if status == "succeeded" else None,
+            error=error,
+            queue="default",
+            attempts=3 if status == "failed" else (0 if status == "canceled" else 1),
+            max_attempts=3,
+            timeout_seconds=300,
+            metadata={"workflow": "word-count"},
+            depends_on=[previous.pk] if previous else [],
+            has_dependents=n < len(steps) - 1,
+            created_at=created,
+            started_at=created + timedelta(seconds=2) if status != "canceled" else None,
+            finished_at=created + timedelta(seconds=40),
+        )
+        JobEvent.objects.create(job=job, from_status="", to_status="queued", at=created)
+        JobEvent.objects.create(
+            job=job,
+            from_status="queued",
+            to_status=status if status == "canceled" else "running",
+            attempt=0 if status == "canceled" else 1,
+            at=created + timedelta(seconds=2),
+        )
+        if status != "canceled":
+            JobEvent.objects.create(
+                job=job,
+                from_status="running",
+                to_status=status,
+                attempt=1,
+                at=created + timedelta(seconds=40),
+                details={"error": error} if error else {},
+            )
+        previous = job
 
 
 def setup_django() -> None:
@@ -45,7 +116,8 @@ def seed() -> dict[str, Any]:
     from apps.clients.models import ApiClient
     from apps.clients.services import client_create
     from apps.core.ids import uuid7_with_time
-    from apps.jobs.models import Job, JobBulkAction, JobEvent
+    from apps.jobs.models import FinishedCountMark, Job, JobBulkAction, JobEvent
+    from apps.jobs.throughput import finished_counts_roll_up
     from apps.staff.services import staff_role_set
     from apps.webhooks.models import WebhookAttempt, WebhookDelivery
 
@@ -61,19 +133,32 @@ def seed() -> dict[str, Any]:
         clients = [
             client_create(name=name)[0] for name in ("demo-acme", "demo-globex", "demo-initech")
         ]
-        plan = [
-            ("succeeded", "reports.render", None),
-            ("failed", "billing.charge", {"code": "upstream_502", "message": "card network down"}),
-            ("running", "images.resize", None),
-            ("queued", "mail.send", None),
-            ("failed", "mail.send", {"code": "timeout", "message": "ran past 300 s"}),
-            ("canceled", "reports.render", None),
-            ("retrying", "billing.charge", {"code": "upstream_502", "message": "retrying"}),
+        kinds = [
+            ("diagnostics.echo", "default"),
+            ("text.count_words", "default"),
+            ("diagnostics.checksum", "heavy"),
+            ("text.split", "default"),
+            ("text.merge_counts", "default"),
         ]
-        for i in range(42):
-            status, job_type, error = plan[i % len(plan)]
+        errors = {
+            "text.count_words": {"code": "handler_error", "message": "ValueError: bad chunk"},
+            "diagnostics.checksum": {"code": "timeout", "message": "ran past its 300 s"},
+        }
+        # Mostly successes, a failure in six, a cancel now and then; the last few minutes
+        # still waiting or running, and one job running past its timeout (needs attention).
+        history = ["succeeded"] * 4 + ["failed", "succeeded", "canceled"] + ["succeeded"] * 5
+        live = {1: "queued", 2: "queued", 3: "running", 4: "running", 5: "retrying", 35: "running"}
+        # The newest 60 a minute apart (the last hour), the rest over the day before: the
+        # dashboard's hour and day charts both get bars.
+        for i in range(JOBS):
+            job_type, queue = kinds[i % len(kinds)]
+            ago = JOBS - i
+            status = live.get(ago) or history[i % len(history)]
+            if status == "failed" and job_type not in errors:
+                job_type, queue = "text.count_words", "default"
+            error = errors.get(job_type) if status in {"failed", "retrying"} else None
             job_id, created = uuid7_with_time()
-            created -= timedelta(minutes=42 - i)
+            created -= timedelta(minutes=ago if ago <= 60 else 60 + (ago - 60) * 17)
             finished = (
                 created + timedelta(seconds=3)
                 if status in {"succeeded", "failed", "canceled"}
@@ -89,7 +174,7 @@ def seed() -> dict[str, Any]:
                 if status == "succeeded"
                 else None,
                 error=error,
-                queue="default",
+                queue=queue,
                 attempts=3 if status == "failed" else 1,
                 max_attempts=3,
                 timeout_seconds=300,
@@ -140,9 +225,10 @@ def seed() -> dict[str, Any]:
                     latency_ms=41.5,
                     outcome="failed" if status == "failed" else "delivered",
                 )
+        workflow(clients[0], now)
         JobBulkAction.objects.create(
             action="retry",
-            query="status__exact=failed&q=error%3Aupstream_502",
+            query="status__exact=failed&q=error%3Ahandler_error",
             requested_by=USERNAME,
             requested_at=now - timedelta(minutes=5),
             expected=6,
@@ -150,12 +236,19 @@ def seed() -> dict[str, Any]:
             status="done",
             finished_at=now - timedelta(minutes=4),
         )
-    failed = Job.objects.filter(
-        client__name__startswith="demo-", status="failed", webhook_url__isnull=False
-    ).first()
+    # The job page shown: the workflow's failed step (input, error, timeline, dependencies).
     any_failed = (
-        failed or Job.objects.filter(client__name__startswith="demo-", status="failed").first()
+        Job.objects.filter(
+            client__name__startswith="demo-", metadata__workflow="word-count", status="failed"
+        ).first()
+        or Job.objects.filter(client__name__startswith="demo-", status="failed").first()
     )
+    # The dashboard's charts read the per-minute rollup: bring it up to now.
+    target = timezone.now()
+    while (
+        FinishedCountMark.objects.values_list("counted_to", flat=True).first() or now_minus_day()
+    ) < target:
+        finished_counts_roll_up()
     shown_delivery = WebhookDelivery.objects.filter(webhook_id__startswith="msg_demo").first()
     bulk = JobBulkAction.objects.order_by("-id").first()
     return {
@@ -171,7 +264,7 @@ def pages(ids: dict[str, Any]) -> list[tuple[str, str]]:
     listed = [
         ("admin-index-dashboard", "/admin/"),
         ("jobs-list", "/admin/jobs/job/"),
-        ("jobs-search", "/admin/jobs/job/?q=client%3Ademo-acme+type%3Abilling.charge"),
+        ("jobs-search", "/admin/jobs/job/?q=client%3Ademo-acme+type%3Atext.count_words"),
         ("jobs-dead-letters", "/admin/jobs/job/?status__exact=failed"),
         ("jobs-bulk-retry-confirm", "/admin/jobs/job/bulk/retry/?status__exact=failed"),
         ("jobs-empty-state", "/admin/jobs/job/?q=error%3Anothing_like_this"),
@@ -210,7 +303,7 @@ def main() -> int:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 urllib.request.urlopen(f"{base}/healthz", timeout=1).read()  # noqa: S310
@@ -219,7 +312,13 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.3)
-        shoot(base, ids)
+        from apps.jobs.fleet import worker_gone, worker_heartbeat
+
+        worker_heartbeat(name=WORKER, queues=["default", "reports", "media"], processes=4)
+        try:
+            shoot(base, ids)
+        finally:
+            worker_gone(name=WORKER)
     finally:
         server.terminate()
         server.wait(10)
@@ -237,6 +336,8 @@ def shoot(base: str, ids: dict[str, Any]) -> None:
             executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"]
         )
         page = browser.new_page(base_url=base, viewport={"width": WIDTH, "height": HEIGHT})
+        # The admin's navigation sidebar closed (as a click on « keeps it): the lists get the width.
+        page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
         page.goto("/admin/login/?next=/admin/")
         page.fill("#id_username", USERNAME)
         page.fill("#id_password", ids["password"])

@@ -156,6 +156,8 @@ STORAGES = {
 }
 
 LANGUAGE_CODE = "en-us"
+# Every time the admin shows (lists, read-only fields, filters) carries its zone: config/formats.
+FORMAT_MODULE_PATH = ["config.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
@@ -366,6 +368,8 @@ DASHBOARD_ROLLUP_RECOUNT_SECONDS = env.float("DASHBOARD_ROLLUP_RECOUNT_SECONDS",
 DASHBOARD_ROLLUP_RETENTION_HOURS = env.float("DASHBOARD_ROLLUP_RETENTION_HOURS", default=48.0)
 # A queue whose oldest waiting job has waited this long is listed under "needs attention".
 DASHBOARD_STUCK_AFTER_SECONDS = env.float("DASHBOARD_STUCK_AFTER_SECONDS", default=300.0)
+# How often an open dashboard asks for fresh figures (its JS poll; the browser tests shorten it).
+DASHBOARD_REFRESH_SECONDS = env.float("DASHBOARD_REFRESH_SECONDS", default=10.0)
 # A wake-up drains its queue for at most this long (or this many jobs), then hands the rest to
 # a fresh wake-up: a backlog never pins one process, and a warm shutdown waits for one job only.
 WORKER_DRAIN_SECONDS = env.float("WORKER_DRAIN_SECONDS", default=1.0)

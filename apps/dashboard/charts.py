@@ -15,6 +15,11 @@ from apps.dashboard.selectors import Series
 
 WIDTH = 240
 HEIGHT = 40
+# An empty chart says so rather than showing a blank box.
+EMPTY = (
+    f'<text class="cv-chart-empty" x="{WIDTH // 2}" y="{HEIGHT // 2 + 4}" text-anchor="middle">'
+    "no job finished</text>"
+)
 
 
 def bar_chart(series: Series | None, *, label: str, time_format: str = "%H:%M") -> SafeString:
@@ -23,12 +28,10 @@ def bar_chart(series: Series | None, *, label: str, time_format: str = "%H:%M") 
         f' role="img" aria-label="{escape(label)}" preserveAspectRatio="none">'
         f'<rect class="cv-chart-bg" x="0" y="0" width="{WIDTH}" height="{HEIGHT}"/>'
     )
-    if series is None or not series.starts:
-        return mark_safe(head + "</svg>")  # noqa: S308 - escaped above
-    pairs = list(zip(series.succeeded, series.failed, strict=True))
-    peak = max(ok + bad for ok, bad in pairs)
-    if not peak:
-        return mark_safe(head + "</svg>")  # noqa: S308 - escaped above
+    pairs = list(zip(series.succeeded, series.failed, strict=True)) if series else []
+    peak = max((ok + bad for ok, bad in pairs), default=0)
+    if series is None or not peak:
+        return mark_safe(head + EMPTY + "</svg>")  # noqa: S308 - escaped above
     zone = timezone.get_current_timezone()
     width = WIDTH / len(pairs)
     bar = round(max(width - 0.5, 0.5), 2)

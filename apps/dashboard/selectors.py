@@ -200,7 +200,8 @@ def _running(now: datetime) -> dict[str, tuple[int, int]]:
     return {row["queue"]: (row["n"], row["overdue"]) for row in rows}
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A wait as people say it: 45 s, 12 min, 3 h 5 min."""
     seconds = int(seconds)
     if seconds < 120:
         return f"{seconds} s"
@@ -229,7 +230,7 @@ def _attention(
             items.append(
                 Attention(
                     "stuck_queue",
-                    f"Queue {q.name}: nothing started for {_duration(q.oldest_wait_seconds or 0)}"
+                    f"Queue {q.name}: nothing started for {duration(q.oldest_wait_seconds or 0)}"
                     f" while {q.waiting} job(s) wait.",
                     waiting_url,
                     q.waiting,
@@ -240,7 +241,7 @@ def _attention(
                 Attention(
                     "slow_queue",
                     f"Queue {q.name}: the oldest of {q.waiting} waiting job(s) has waited "
-                    f"{_duration(q.oldest_wait_seconds or 0)}.",
+                    f"{duration(q.oldest_wait_seconds or 0)}.",
                     waiting_url,
                     q.waiting,
                 )

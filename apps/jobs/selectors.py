@@ -163,12 +163,15 @@ def queue_statistics() -> dict[str, Any]:
 
 def busiest_clients(limit: int = 10) -> list[dict[str, Any]]:
     """The clients with the most jobs running or waiting, per queue: running (index
-    job_running) and waiting (index job_claimable_by_client) counts, busiest first."""
+    job_running) and waiting (index job_claimable_by_client: claimable jobs, not those held or
+    waiting for dependencies) counts, busiest first."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for status, field_name in ((JobStatus.RUNNING, "running"), (JobStatus.QUEUED, "waiting")):
         query = Job.objects.filter(status=status)
         if status == JobStatus.QUEUED:
-            query = query.filter(held=False)
+            # job_claimable_by_client's condition, whole: without pending_dependencies=0 the
+            # planner cannot use the partial index (a scan of the table: 1.9 s on 10 M jobs).
+            query = query.filter(held=False, pending_dependencies=0)
         for row in (
             query.values("queue", "client_id", "client__name").annotate(n=Count("pk")).order_by()
         ):

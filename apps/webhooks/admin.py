@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from apps.clients.models import ApiClient
 from apps.jobs.admin import JobAdmin, masked_input, with_zone
 from apps.staff.admin_tools import StaffModelAdmin, note_outcome
 from apps.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
@@ -94,20 +95,41 @@ class JobFilter(admin.SimpleListFilter):
             return queryset.none()
 
 
+class ClientFilter(admin.SimpleListFilter):
+    """A delivery's API client by name (the row keeps the client's id, not a foreign key)."""
+
+    title = "API client"
+    parameter_name = "client_id__exact"
+    SHOWN = 100
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        rows = ApiClient.objects.order_by("name").values_list("pk", "name")[: self.SHOWN]
+        return [(str(pk), name) for pk, name in rows]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            return queryset.filter(client_id=int(value))
+        except ValueError:
+            return queryset.none()
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(StaffModelAdmin):
     list_display = (
         "webhook_id",
         "event_type",
         "status",
-        "client_id",
+        "client",
         "job",
         "attempts",
         "last_status_code",
         "created",
         "next_attempt",
     )
-    list_filter = ("status", "event_type", "client_id", JobFilter)
+    list_filter = ("status", "event_type", ClientFilter, JobFilter)
     search_fields = ("=webhook_id", "=url")
     search_help_text = "A webhook-id or a receiver URL, exactly."
     show_full_result_count = False
@@ -121,6 +143,25 @@ class WebhookDeliveryAdmin(StaffModelAdmin):
         for f in WebhookDelivery._meta.fields
     ]
     raw_id_fields = ("job",)
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """The page's client names in one query (``client`` shows them)."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)
+        names = dict(
+            ApiClient.objects.filter(pk__in={d.client_id for d in rows}).values_list("pk", "name")
+        )
+        for delivery in rows:
+            delivery.client_name = names.get(delivery.client_id)
+        return changelist
+
+    @admin.display(description="API client", ordering="client_id")
+    def client(self, delivery: WebhookDelivery) -> str:
+        name = getattr(delivery, "client_name", None)
+        if name is None:
+            name = ApiClient.objects.filter(pk=delivery.client_id).values_list("name", flat=True)
+            name = next(iter(name), None)
+        return name or f"#{delivery.client_id}"
 
     @admin.display(description="created", ordering="id")
     def created(self, delivery: WebhookDelivery) -> str:

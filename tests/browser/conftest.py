@@ -13,11 +13,12 @@ from tests.support.broker import empty_test_broker
 from tests.support.browser import chromium_path, launch_args
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
-    """Chromium for one module. Playwright's sync API keeps an event loop running in this
-    thread, where Django refuses database calls unless told they are safe: they are (the loop
-    only drives the browser), so the module runs with DJANGO_ALLOW_ASYNC_UNSAFE set."""
+    """Chromium for the session (each test gets its own context: cookies and storage apart).
+    Playwright's sync API keeps an event loop running in this thread, where Django refuses
+    database calls unless told they are safe: they are (the loop only drives the browser),
+    so the browser tests run with DJANGO_ALLOW_ASYNC_UNSAFE set."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright

@@ -9,7 +9,8 @@
     var url = root.getAttribute("data-url");
     function seconds() {
       var panel = root.querySelector(".cv-panel");
-      var value = panel && parseInt(panel.getAttribute("data-refresh-seconds"), 10);
+      // DASHBOARD_REFRESH_SECONDS, carried by the panel (fractions allowed: the tests poll fast).
+      var value = panel && parseFloat(panel.getAttribute("data-refresh-seconds"));
       return value > 0 ? value : 10;
     }
     function showStatus(text) {
