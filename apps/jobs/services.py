@@ -90,13 +90,23 @@ def _status_change(
     )
 
 
-def _apply(changes: Sequence[Change], *, cached: bool = False) -> list[Job | None]:
+def _apply(
+    changes: Sequence[Change], *, cached: bool = False, locked: bool = False
+) -> list[Job | None]:
     """Make status changes (one round trip per shape of change) and announce those that
-    happened (``cached``: the caller writes them to the status cache)."""
+    happened (``cached``: the caller writes them to the status cache). Several changes lock
+    their jobs in id order first (store.lock_jobs), unless the caller did (``locked``)."""
     ending = any(c.changes.get("status") in TERMINAL_STATUSES for c in changes)
     connection = transaction.get_connection()
+    several = len(changes) > 1 and not locked
     # A change that ends a job settles its dependents in the same transaction.
-    with transaction.atomic() if ending and not connection.in_atomic_block else nullcontext():
+    with (
+        transaction.atomic()
+        if (ending or several) and not connection.in_atomic_block
+        else nullcontext()
+    ):
+        if several:
+            store.lock_jobs([change.where["id"] for change in changes])
         jobs = store.change_jobs(changes)
         for change, job in zip(changes, jobs, strict=True):
             if job is not None:
@@ -878,6 +888,7 @@ def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
     """``job_heartbeat`` for each of ``jobs`` (every job a worker process holds), in one round
     trip."""
     now = timezone.now()
+    # In id order, as every statement that locks several jobs (store.LOCK_IN_ID_ORDER).
     changes = [
         Change(
             where={"id": job.pk, **_running(job)},
@@ -885,9 +896,13 @@ def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
             event=None,
             bump_version=False,
         )
-        for job in jobs
+        for job in sorted(jobs, key=lambda job: job.pk)
     ]
-    return [job.cancel_requested if job else None for job in store.change_jobs(changes)]
+    order = sorted(range(len(jobs)), key=lambda index: jobs[index].pk)
+    states: list[bool | None] = [None] * len(jobs)
+    for index, job in zip(order, store.change_jobs(changes), strict=True):
+        states[index] = job.cancel_requested if job else None
+    return states
 
 
 @dataclass(frozen=True, slots=True)
@@ -980,6 +995,11 @@ def jobs_record_and_claim(
     metrics and wake-ups follow it (``job_changed`` receivers run on commit)."""
     now = timezone.now()
     with transaction.atomic():
+        # Successes alone lock their rows in id order inside their statement; with failures or
+        # give-backs (statements of their own), all of the rows are locked in id order first.
+        mixed = [o.job.pk for o in outcomes if o.status != JobStatus.SUCCEEDED]
+        if mixed or give_back:
+            store.lock_jobs([*(o.job.pk for o in outcomes), *(j.pk for j in give_back)])
         # Successes: one statement for all of them (store.succeed_jobs).
         wins = [o for o in outcomes if o.status == JobStatus.SUCCEEDED]
         won = store.succeed_jobs(
@@ -996,7 +1016,7 @@ def jobs_record_and_claim(
         others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
         changes = [_outcome_change(outcome, now) for outcome in others]
         changes += [_give_back(job, now) for job in give_back]
-        done = _apply(changes, cached=True)
+        done = _apply(changes, cached=True, locked=True)
         ended = dict(zip(map(id, others), done, strict=False))
         recorded: list[Job | None] = [
             won.get(o.job.pk) if o.status == JobStatus.SUCCEEDED else ended[id(o)] for o in outcomes
