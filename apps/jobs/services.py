@@ -15,6 +15,7 @@ Services know nothing of HTTP: views, tasks, commands and tests call the same fu
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.base import ModelState
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -225,6 +227,43 @@ def _transition(
 # --- Submission ---------------------------------------------------------------------------
 
 
+def _job_values(
+    client: ApiClient,
+    submission: Submission,
+    request_id: str,
+    idempotency_key: str | None,
+    schedule_id: Any,
+) -> dict[str, Any]:
+    """The attributes of a new job for a validated submission (attnames)."""
+    job_id, created_at = uuid7_with_time()
+    status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
+    return {
+        "id": job_id,
+        "client_id": client.pk,
+        "type": submission.job_type.name,
+        "status": status,
+        "input": submission.input,
+        "priority": submission.priority,
+        "queue": submission.job_type.queue,
+        "max_attempts": submission.max_attempts,
+        "retry_backoff_seconds": submission.retry_backoff_seconds,
+        "timeout_seconds": submission.timeout_seconds,
+        "idempotency_key": idempotency_key,
+        "webhook_url": submission.webhook_url,
+        "webhook_events": submission.webhook_events,
+        "metadata": submission.metadata,
+        "concurrency_key": submission.concurrency_key,
+        "concurrency_limit": submission.concurrency_limit,
+        "unique_key": submission.unique_key,
+        "unique_for_seconds": submission.unique_for_seconds,
+        "created_at": created_at,
+        "run_at": submission.run_at,
+        "enqueued_at": created_at if status == JobStatus.QUEUED else None,
+        "request_id": request_id,
+        "schedule_id": schedule_id,
+    }
+
+
 def job_build(
     *,
     client: ApiClient,
@@ -234,33 +273,43 @@ def job_build(
     schedule_id: Any = None,
 ) -> Job:
     """An unsaved Job for a validated submission (``schedule_id``: the schedule firing it)."""
-    job_id, created_at = uuid7_with_time()
-    status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
-    return Job(
-        id=job_id,
-        client_id=client.pk,
-        type=submission.job_type.name,
-        status=status,
-        input=submission.input,
-        priority=submission.priority,
-        queue=submission.job_type.queue,
-        max_attempts=submission.max_attempts,
-        retry_backoff_seconds=submission.retry_backoff_seconds,
-        timeout_seconds=submission.timeout_seconds,
-        idempotency_key=idempotency_key,
-        webhook_url=submission.webhook_url,
-        webhook_events=submission.webhook_events,
-        metadata=submission.metadata,
-        concurrency_key=submission.concurrency_key,
-        concurrency_limit=submission.concurrency_limit,
-        unique_key=submission.unique_key,
-        unique_for_seconds=submission.unique_for_seconds,
-        created_at=created_at,
-        run_at=submission.run_at,
-        enqueued_at=created_at if status == JobStatus.QUEUED else None,
+    return Job(**_job_values(client, submission, request_id, idempotency_key, schedule_id))
+
+
+def jobs_build(
+    *,
+    client: ApiClient,
+    submissions: Sequence[Submission],
+    request_id: str = "",
+    idempotency_key: str | None = None,
+) -> list[Job]:
+    """``job_build`` for each submission of a batch. The first job is made by ``Job()``; the
+    others are copies of its attributes with their own values: Model.__init__ (every field's
+    default, one setattr each) cost more than all of the batch's SQL for 1 000 jobs
+    (docs/benchmarks.md, "Workflows"). Job has no pre_init/post_init receiver to skip; a default
+    that is a list or dict is copied for each job."""
+    if not submissions:
+        return []
+    first = job_build(
+        client=client,
+        submission=submissions[0],
         request_id=request_id,
-        schedule_id=schedule_id,
+        idempotency_key=idempotency_key,
     )
+    base = {name: value for name, value in first.__dict__.items() if name != "_state"}
+    mutable = [name for name, value in base.items() if isinstance(value, list | dict)]
+    jobs = [first]
+    for submission in submissions[1:]:
+        values = dict(base)
+        values.update(_job_values(client, submission, request_id, idempotency_key, None))
+        for name in mutable:
+            if values[name] is base[name]:
+                values[name] = copy.copy(base[name])
+        values["_state"] = ModelState()
+        job = Job.__new__(Job)
+        job.__dict__ = values
+        jobs.append(job)
+    return jobs
 
 
 def check_quota(*, client: ApiClient, adding: int) -> None:
@@ -408,12 +457,12 @@ def job_submit_batch(
         raise ValidationFailed(
             "Some jobs of the batch are not valid; none was stored.", details=errors
         )
-    jobs = [
-        job_build(
-            client=client, submission=s, request_id=request_id, idempotency_key=idempotency_key
-        )
-        for s in submissions
-    ]
+    jobs = jobs_build(
+        client=client,
+        submissions=submissions,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+    )
     if any(s.depends_on or s.ref is not None for s in submissions):
         depends, errors = dependencies.resolve_batch(submissions, [job.pk for job in jobs])
         if errors:
