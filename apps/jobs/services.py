@@ -126,12 +126,13 @@ DEPENDENCY_FAILED = {
 }
 
 
-def settle_dependents(jobs: Sequence[Job], *, at: datetime) -> list[Job]:
+def settle_dependents(jobs: Sequence[Job], *, at: datetime, wake: bool = True) -> list[Job]:
     """In the transaction of the change that ended ``jobs``: count the successes in their
     waiting dependents (those left with no pending dependency are claimable at commit, and
     their pools are woken then), and cancel the dependents of the failed and canceled ones,
     transitively. Only jobs marked ``has_dependents`` cost a statement. Returns the released
-    dependents."""
+    dependents (``wake=False``: the caller wakes their pools, after claiming what it can of
+    them itself)."""
     done = [j.pk for j in jobs if j.has_dependents and j.status == JobStatus.SUCCEEDED]
     ended = [
         j.pk
@@ -143,12 +144,15 @@ def settle_dependents(jobs: Sequence[Job], *, at: datetime) -> list[Job]:
         released = store.release_dependents(done, at=at)
         for job in released:
             _changed(job, job.status)
-        publish_on_commit(
-            [j for j in released if j.status == JobStatus.QUEUED and not j.pending_dependencies]
-        )
+        if wake:
+            publish_on_commit(_claimable(released))
     if ended:
         cancel_dependents(ended, at=at)
     return released
+
+
+def _claimable(jobs: Sequence[Job]) -> list[Job]:
+    return [j for j in jobs if j.status == JobStatus.QUEUED and not j.pending_dependencies]
 
 
 def cancel_dependents(ids: Sequence[Any], *, at: datetime) -> dict[Any, Job]:
@@ -1060,7 +1064,7 @@ def jobs_record_and_claim(
             _changed(winner, JobStatus.RUNNING, cached=True)
         # Their dependents released by the same transaction, before this claim: the worker that
         # ran a fan-in's last dependency may claim the fan-in in the same round trip.
-        settle_dependents(list(won.values()), at=now)
+        released = settle_dependents(list(won.values()), at=now, wake=False)
         # The rest (failures, honoured cancels, give-backs): one round trip per shape.
         others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
         changes = [_outcome_change(outcome, now) for outcome in others]
@@ -1085,6 +1089,10 @@ def jobs_record_and_claim(
             claimed = _claim_next(
                 claim.queue, claim.size, claim.worker, claim.task_id, alone=alone, cached=True
             )
+        # The released dependents this claim did not take wake their pools (none when it took
+        # them all: no wake-up for other processes to spend a claim on, no NOTIFY round trip).
+        mine = {job.pk for job in claimed}
+        publish_on_commit([j for j in _claimable(released) if j.pk not in mine])
         # One write to the status cache for all of them, once committed.
         cache_jobs_on_commit([*won.values(), *(j for j in (*done, *claimed) if j is not None)])
     return recorded, claimed
