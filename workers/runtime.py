@@ -52,15 +52,29 @@ logger = logging.getLogger("conveyor.worker")
 RESULT_MAX_BYTES = 1024 * 1024
 
 
+# A transaction PostgreSQL aborted to break a deadlock or a serialization conflict: rolled back
+# whole, so the same operation is tried again at once (the other side has gone on).
+_CONFLICTS = frozenset({"40P01", "40001"})
+
+
+def _conflict(exc: BaseException) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in _CONFLICTS
+
+
 def _with_db_retries(operation: Callable[[], Any], *, what: str) -> Any:
-    """Record an outcome even across a short database blip (failover, restart)."""
+    """Record an outcome even across a short database blip (failover, restart) or a
+    transaction aborted as a deadlock's victim. ``operation`` is one transaction: when it
+    raises, none of it was committed, and it is run again with the same arguments."""
     delay = 0.5
     for attempt in range(4):
         try:
             return operation()
-        except (DatabaseError, InterfaceError):
+        except (DatabaseError, InterfaceError) as exc:
             if attempt == 3:
                 raise
+            if _conflict(exc):
+                logger.warning("%s was aborted (%s); retrying", what, exc.__cause__.sqlstate)  # type: ignore[union-attr]
+                continue
             logger.warning("%s failed; retrying in %.1fs", what, delay, exc_info=True)
             close_old_connections()
             time.sleep(delay)
@@ -160,6 +174,7 @@ class WorkerRuntime:
         self.running_since = 0.0
         self.pending: list[Outcome] = []
         self.pending_since = 0.0
+        self.releasing = False  # a pending outcome's job has dependents
         self.finished: Counter[str] = Counter()
 
     # --- one job ----------------------------------------------------------------------------
@@ -251,6 +266,7 @@ class WorkerRuntime:
         taken out of ``pending``/``held`` under the lock first."""
         with self.lock:
             outcomes, self.pending = self.pending, []
+            self.releasing = False
             unstarted = list(self.held) if give_back else []
             if give_back:
                 self.held.clear()
@@ -269,6 +285,7 @@ class WorkerRuntime:
                 # dies first) taken back by the maintenance loop. Jobs handed to a give-back are
                 # never run here again (the give-back may have committed unseen).
                 self.pending[:0] = outcomes
+                self.releasing = any(o.job.has_dependents for o in self.pending)
             raise
         with self.lock:
             for outcome, job in zip(outcomes, recorded, strict=True):
@@ -300,9 +317,12 @@ class WorkerRuntime:
             self.running, self.running_since = job, time.monotonic()
             pending_for = self.running_since - self.pending_since if self.pending else 0.0
         if self.pending and (
-            pending_for >= settings.WORKER_FLUSH_DELAY_SECONDS or self.estimates.slow(job)
+            pending_for >= settings.WORKER_FLUSH_DELAY_SECONDS
+            or self.estimates.slow(job)
+            or self.releasing
         ):
-            # Never make finished jobs wait on one that may take a while.
+            # Never make finished jobs wait on one that may take a while, nor the dependents a
+            # success releases wait on the grouping delay.
             self.flush()
         return job
 
@@ -324,6 +344,8 @@ class WorkerRuntime:
             if not self.pending:
                 self.pending_since = time.monotonic()
             self.pending.append(outcome)
+            # Other jobs wait for this one: recorded before the next job starts.
+            self.releasing = self.releasing or outcome.job.has_dependents
             self.running = None
 
     def run_queue(self, queue: str, *, worker: str = "", task_id: str = "") -> dict[str, int]:

@@ -15,6 +15,7 @@ Services know nothing of HTTP: views, tasks, commands and tests call the same fu
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.base import ModelState
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -90,13 +92,23 @@ def _status_change(
     )
 
 
-def _apply(changes: Sequence[Change], *, cached: bool = False) -> list[Job | None]:
+def _apply(
+    changes: Sequence[Change], *, cached: bool = False, locked: bool = False
+) -> list[Job | None]:
     """Make status changes (one round trip per shape of change) and announce those that
-    happened (``cached``: the caller writes them to the status cache)."""
+    happened (``cached``: the caller writes them to the status cache). Several changes lock
+    their jobs in id order first (store.lock_jobs), unless the caller did (``locked``)."""
     ending = any(c.changes.get("status") in TERMINAL_STATUSES for c in changes)
     connection = transaction.get_connection()
+    several = len(changes) > 1 and not locked
     # A change that ends a job settles its dependents in the same transaction.
-    with transaction.atomic() if ending and not connection.in_atomic_block else nullcontext():
+    with (
+        transaction.atomic()
+        if (ending or several) and not connection.in_atomic_block
+        else nullcontext()
+    ):
+        if several:
+            store.lock_jobs([change.where["id"] for change in changes])
         jobs = store.change_jobs(changes)
         for change, job in zip(changes, jobs, strict=True):
             if job is not None:
@@ -114,12 +126,13 @@ DEPENDENCY_FAILED = {
 }
 
 
-def settle_dependents(jobs: Sequence[Job], *, at: datetime) -> list[Job]:
+def settle_dependents(jobs: Sequence[Job], *, at: datetime, wake: bool = True) -> list[Job]:
     """In the transaction of the change that ended ``jobs``: count the successes in their
     waiting dependents (those left with no pending dependency are claimable at commit, and
     their pools are woken then), and cancel the dependents of the failed and canceled ones,
     transitively. Only jobs marked ``has_dependents`` cost a statement. Returns the released
-    dependents."""
+    dependents (``wake=False``: the caller wakes their pools, after claiming what it can of
+    them itself)."""
     done = [j.pk for j in jobs if j.has_dependents and j.status == JobStatus.SUCCEEDED]
     ended = [
         j.pk
@@ -131,12 +144,15 @@ def settle_dependents(jobs: Sequence[Job], *, at: datetime) -> list[Job]:
         released = store.release_dependents(done, at=at)
         for job in released:
             _changed(job, job.status)
-        publish_on_commit(
-            [j for j in released if j.status == JobStatus.QUEUED and not j.pending_dependencies]
-        )
+        if wake:
+            publish_on_commit(_claimable(released))
     if ended:
         cancel_dependents(ended, at=at)
     return released
+
+
+def _claimable(jobs: Sequence[Job]) -> list[Job]:
+    return [j for j in jobs if j.status == JobStatus.QUEUED and not j.pending_dependencies]
 
 
 def cancel_dependents(ids: Sequence[Any], *, at: datetime) -> dict[Any, Job]:
@@ -215,6 +231,43 @@ def _transition(
 # --- Submission ---------------------------------------------------------------------------
 
 
+def _job_values(
+    client: ApiClient,
+    submission: Submission,
+    request_id: str,
+    idempotency_key: str | None,
+    schedule_id: Any,
+) -> dict[str, Any]:
+    """The attributes of a new job for a validated submission (attnames)."""
+    job_id, created_at = uuid7_with_time()
+    status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
+    return {
+        "id": job_id,
+        "client_id": client.pk,
+        "type": submission.job_type.name,
+        "status": status,
+        "input": submission.input,
+        "priority": submission.priority,
+        "queue": submission.job_type.queue,
+        "max_attempts": submission.max_attempts,
+        "retry_backoff_seconds": submission.retry_backoff_seconds,
+        "timeout_seconds": submission.timeout_seconds,
+        "idempotency_key": idempotency_key,
+        "webhook_url": submission.webhook_url,
+        "webhook_events": submission.webhook_events,
+        "metadata": submission.metadata,
+        "concurrency_key": submission.concurrency_key,
+        "concurrency_limit": submission.concurrency_limit,
+        "unique_key": submission.unique_key,
+        "unique_for_seconds": submission.unique_for_seconds,
+        "created_at": created_at,
+        "run_at": submission.run_at,
+        "enqueued_at": created_at if status == JobStatus.QUEUED else None,
+        "request_id": request_id,
+        "schedule_id": schedule_id,
+    }
+
+
 def job_build(
     *,
     client: ApiClient,
@@ -224,33 +277,43 @@ def job_build(
     schedule_id: Any = None,
 ) -> Job:
     """An unsaved Job for a validated submission (``schedule_id``: the schedule firing it)."""
-    job_id, created_at = uuid7_with_time()
-    status = JobStatus.SCHEDULED if submission.run_at is not None else JobStatus.QUEUED
-    return Job(
-        id=job_id,
-        client_id=client.pk,
-        type=submission.job_type.name,
-        status=status,
-        input=submission.input,
-        priority=submission.priority,
-        queue=submission.job_type.queue,
-        max_attempts=submission.max_attempts,
-        retry_backoff_seconds=submission.retry_backoff_seconds,
-        timeout_seconds=submission.timeout_seconds,
-        idempotency_key=idempotency_key,
-        webhook_url=submission.webhook_url,
-        webhook_events=submission.webhook_events,
-        metadata=submission.metadata,
-        concurrency_key=submission.concurrency_key,
-        concurrency_limit=submission.concurrency_limit,
-        unique_key=submission.unique_key,
-        unique_for_seconds=submission.unique_for_seconds,
-        created_at=created_at,
-        run_at=submission.run_at,
-        enqueued_at=created_at if status == JobStatus.QUEUED else None,
+    return Job(**_job_values(client, submission, request_id, idempotency_key, schedule_id))
+
+
+def jobs_build(
+    *,
+    client: ApiClient,
+    submissions: Sequence[Submission],
+    request_id: str = "",
+    idempotency_key: str | None = None,
+) -> list[Job]:
+    """``job_build`` for each submission of a batch. The first job is made by ``Job()``; the
+    others are copies of its attributes with their own values: Model.__init__ (every field's
+    default, one setattr each) cost more than all of the batch's SQL for 1 000 jobs
+    (docs/benchmarks.md, "Workflows"). Job has no pre_init/post_init receiver to skip; a default
+    that is a list or dict is copied for each job."""
+    if not submissions:
+        return []
+    first = job_build(
+        client=client,
+        submission=submissions[0],
         request_id=request_id,
-        schedule_id=schedule_id,
+        idempotency_key=idempotency_key,
     )
+    base = {name: value for name, value in first.__dict__.items() if name != "_state"}
+    mutable = [name for name, value in base.items() if isinstance(value, list | dict)]
+    jobs = [first]
+    for submission in submissions[1:]:
+        values = dict(base)
+        values.update(_job_values(client, submission, request_id, idempotency_key, None))
+        for name in mutable:
+            if values[name] is base[name]:
+                values[name] = copy.copy(base[name])
+        values["_state"] = ModelState()
+        job = Job.__new__(Job)
+        job.__dict__ = values
+        jobs.append(job)
+    return jobs
 
 
 def check_quota(*, client: ApiClient, adding: int) -> None:
@@ -398,12 +461,12 @@ def job_submit_batch(
         raise ValidationFailed(
             "Some jobs of the batch are not valid; none was stored.", details=errors
         )
-    jobs = [
-        job_build(
-            client=client, submission=s, request_id=request_id, idempotency_key=idempotency_key
-        )
-        for s in submissions
-    ]
+    jobs = jobs_build(
+        client=client,
+        submissions=submissions,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+    )
     if any(s.depends_on or s.ref is not None for s in submissions):
         depends, errors = dependencies.resolve_batch(submissions, [job.pk for job in jobs])
         if errors:
@@ -878,6 +941,7 @@ def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
     """``job_heartbeat`` for each of ``jobs`` (every job a worker process holds), in one round
     trip."""
     now = timezone.now()
+    # In id order, as every statement that locks several jobs (store.LOCK_IN_ID_ORDER).
     changes = [
         Change(
             where={"id": job.pk, **_running(job)},
@@ -885,9 +949,13 @@ def jobs_heartbeat(*, jobs: Sequence[Job]) -> list[bool | None]:
             event=None,
             bump_version=False,
         )
-        for job in jobs
+        for job in sorted(jobs, key=lambda job: job.pk)
     ]
-    return [job.cancel_requested if job else None for job in store.change_jobs(changes)]
+    order = sorted(range(len(jobs)), key=lambda index: jobs[index].pk)
+    states: list[bool | None] = [None] * len(jobs)
+    for index, job in zip(order, store.change_jobs(changes), strict=True):
+        states[index] = job.cancel_requested if job else None
+    return states
 
 
 @dataclass(frozen=True, slots=True)
@@ -980,6 +1048,11 @@ def jobs_record_and_claim(
     metrics and wake-ups follow it (``job_changed`` receivers run on commit)."""
     now = timezone.now()
     with transaction.atomic():
+        # Successes alone lock their rows in id order inside their statement; with failures or
+        # give-backs (statements of their own), all of the rows are locked in id order first.
+        mixed = [o.job.pk for o in outcomes if o.status != JobStatus.SUCCEEDED]
+        if mixed or give_back:
+            store.lock_jobs([*(o.job.pk for o in outcomes), *(j.pk for j in give_back)])
         # Successes: one statement for all of them (store.succeed_jobs).
         wins = [o for o in outcomes if o.status == JobStatus.SUCCEEDED]
         won = store.succeed_jobs(
@@ -991,12 +1064,12 @@ def jobs_record_and_claim(
             _changed(winner, JobStatus.RUNNING, cached=True)
         # Their dependents released by the same transaction, before this claim: the worker that
         # ran a fan-in's last dependency may claim the fan-in in the same round trip.
-        settle_dependents(list(won.values()), at=now)
+        released = settle_dependents(list(won.values()), at=now, wake=False)
         # The rest (failures, honoured cancels, give-backs): one round trip per shape.
         others = [o for o in outcomes if o.status != JobStatus.SUCCEEDED]
         changes = [_outcome_change(outcome, now) for outcome in others]
         changes += [_give_back(job, now) for job in give_back]
-        done = _apply(changes, cached=True)
+        done = _apply(changes, cached=True, locked=True)
         ended = dict(zip(map(id, others), done, strict=False))
         recorded: list[Job | None] = [
             won.get(o.job.pk) if o.status == JobStatus.SUCCEEDED else ended[id(o)] for o in outcomes
@@ -1016,6 +1089,10 @@ def jobs_record_and_claim(
             claimed = _claim_next(
                 claim.queue, claim.size, claim.worker, claim.task_id, alone=alone, cached=True
             )
+        # The released dependents this claim did not take wake their pools (none when it took
+        # them all: no wake-up for other processes to spend a claim on, no NOTIFY round trip).
+        mine = {job.pk for job in claimed}
+        publish_on_commit([j for j in _claimable(released) if j.pk not in mine])
         # One write to the status cache for all of them, once committed.
         cache_jobs_on_commit([*won.values(), *(j for j in (*done, *claimed) if j is not None)])
     return recorded, claimed

@@ -59,6 +59,7 @@ __all__ = [
     "ensure_client_count",
     "insert_jobs",
     "link_dependencies",
+    "lock_jobs",
     "release_dependents",
     "succeed_jobs",
     "use_outbox",
@@ -283,21 +284,30 @@ RELEASE_SLOTS = (
 )
 # The same for many runs ended by one statement: a RunningCount row shared by several of them
 # goes down by their number (an UPDATE … FROM changes each row once, whatever the matches).
+# The RunningCount rows are locked in id order first, as the jobs are: two workers ending runs
+# of the same clients lock their rows in one order.
 RELEASE_MANY_SLOTS = (
-    'released AS (UPDATE {counts} k SET "running" = k."running" - r.n FROM '
-    '(SELECT t."client_id", s.key, count(*) AS n FROM t CROSS JOIN LATERAL '
+    'rn AS (SELECT t."client_id", s.key, count(*) AS n FROM t CROSS JOIN LATERAL '
     '(SELECT t."concurrency_key" WHERE t."key_slot" UNION ALL SELECT \'\' WHERE t."client_slot") '
-    's(key) GROUP BY 1, 2) r WHERE k."client_id" = r."client_id" AND k."key" = r.key)'
+    "s(key) GROUP BY 1, 2), "
+    'rk AS (SELECT k."id", rn.n FROM {counts} k JOIN rn ON k."client_id" = rn."client_id" '
+    'AND k."key" = rn.key ORDER BY k."id" FOR UPDATE OF k), '
+    'released AS (UPDATE {counts} k SET "running" = k."running" - rk.n FROM rk '
+    'WHERE k."id" = rk."id")'
 )
 # Many running attempts succeed in one statement (``succeed_jobs``): each row of the jsonb
 # parameter names a job, the attempt it must still be in, its result and its finish time.
 SUCCEED_MANY = (
     'WITH v AS (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS v("id" uuid, '
     '"attempts" int, "result" jsonb, "finished" timestamptz)), '
+    # The rows locked in id order first (LOCK_IN_ID_ORDER): the UPDATE's join would take them
+    # in whatever order its plan meets them.
+    'lk AS (SELECT j."id" FROM {table} j WHERE j."id" IN (SELECT "id" FROM v) '
+    'ORDER BY j."id" FOR UPDATE OF j), '
     't AS (UPDATE {table} j SET "status" = \'succeeded\', "result" = v."result", "error" = NULL, '
     '"finished_at" = v."finished", "heartbeat_at" = NULL, "version" = j."version" + 1 FROM v '
-    'WHERE j."id" = v."id" AND j."status" = \'running\' AND j."attempts" = v."attempts" '
-    "RETURNING {returning}), "
+    'WHERE j."id" = v."id" AND j."id" IN (SELECT "id" FROM lk) AND j."status" = \'running\' '
+    'AND j."attempts" = v."attempts" RETURNING {returning}), '
     "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
     'SELECT "id", \'running\', "status", "attempts", "finished_at", \'{{}}\'::jsonb FROM t), '
     "{release}, {outbox} "
@@ -821,16 +831,23 @@ WAITING_DEPENDENT = "j.\"pending_dependencies\" > 0 AND j.\"status\" IN ('queued
 # (its status is read here) or waits for this transaction, and then sees the mark on the
 # row it updates, and settles the new dependents in a later statement of its transaction.
 LINK_DEPENDENCIES = (
-    'UPDATE {table} j SET "has_dependents" = true WHERE j."id" = ANY(%(ids)s::uuid[]) '
-    'AND j."client_id" = %(client)s RETURNING j."id", j."status"'
+    'WITH lk AS (SELECT j."id" FROM {table} j WHERE j."id" = ANY(%(ids)s::uuid[]) '
+    'AND j."client_id" = %(client)s ORDER BY j."id" FOR UPDATE OF j) '
+    'UPDATE {table} j SET "has_dependents" = true WHERE j."id" IN (SELECT "id" FROM lk) '
+    'RETURNING j."id", j."status"'
 )
 # The success of ``ids`` counted in each waiting dependent: the last one sets it claimable.
 RELEASE_DEPENDENTS = (
-    'WITH t AS (UPDATE {table} j SET "pending_dependencies" = j."pending_dependencies" '
+    'WITH lk AS (SELECT j."id" FROM {table} j WHERE j."depends_on" && %(ids)s::uuid[] AND '
+    + WAITING_DEPENDENT
+    + ' ORDER BY j."id" FOR UPDATE OF j), '
+    't AS (UPDATE {table} j SET "pending_dependencies" = j."pending_dependencies" '
     '- (SELECT count(*) FROM unnest(j."depends_on") d WHERE d = ANY(%(ids)s::uuid[])), '
     '"enqueued_at" = CASE WHEN j."status" = \'queued\' THEN %(at)s ELSE j."enqueued_at" END, '
     '"version" = j."version" + 1 '
-    'WHERE j."depends_on" && %(ids)s::uuid[] AND ' + WAITING_DEPENDENT + " RETURNING {returning}) "
+    'WHERE j."id" IN (SELECT "id" FROM lk) AND j."depends_on" && %(ids)s::uuid[] AND '
+    + WAITING_DEPENDENT
+    + " RETURNING {returning}) "
     "SELECT {columns} FROM t"
 )
 # Every waiting job that depends on ``ids``, directly or through other waiting jobs, canceled
@@ -841,9 +858,11 @@ CANCEL_DEPENDENTS = (
     'WHERE j."depends_on" && %(ids)s::uuid[] AND ' + WAITING_DEPENDENT + " "
     'UNION SELECT j."id", j."status" FROM d JOIN {table} j '
     'ON j."depends_on" && ARRAY[d."id"] AND ' + WAITING_DEPENDENT + "), "
+    'lk AS (SELECT j."id" FROM {table} j WHERE j."id" IN (SELECT "id" FROM d) '
+    'ORDER BY j."id" FOR UPDATE OF j), '
     't AS (UPDATE {table} j SET "status" = \'canceled\', "error" = %(error)s::jsonb, '
     '"finished_at" = %(at)s, "version" = j."version" + 1 FROM d WHERE j."id" = d."id" '
-    "AND " + WAITING_DEPENDENT + " RETURNING {returning}), "
+    'AND j."id" IN (SELECT "id" FROM lk) AND ' + WAITING_DEPENDENT + " RETURNING {returning}), "
     "e AS (INSERT INTO {events} (job_id, from_status, to_status, attempt, at, details) "
     'SELECT DISTINCT ON (t."id") t."id", d."status", t."status", t."attempts", %(at)s, '
     '%(details)s::jsonb FROM t JOIN d ON d."id" = t."id"), '
@@ -854,6 +873,28 @@ CANCEL_DEPENDENTS = (
 
 def _returning() -> str:
     return ", ".join(f"j.{_quote(str(f.column))}" for f in _fields())
+
+
+# Lock order. Every statement that locks several jobs rows takes them in id order (an
+# ``ORDER BY id FOR UPDATE`` CTE before its UPDATE): the submission's link of its dependencies,
+# the worker's successes, the release and cancel of dependents, and ``lock_jobs`` before a
+# transaction's several single-row changes (bulk retry and cancel, a worker's failures and
+# give-backs). Two such statements cannot wait on each other in a cycle; docs/architecture.md,
+# "Lock order", says what is left (a transaction's later statements), and the worker retries a
+# group that PostgreSQL aborted as a deadlock victim (workers/runtime.py).
+LOCK_IN_ID_ORDER = (
+    'SELECT j."id" FROM {table} j WHERE j."id" = ANY(%(ids)s::uuid[]) '
+    'ORDER BY j."id" FOR UPDATE OF j'
+)
+
+
+def lock_jobs(ids: Sequence[Any]) -> None:
+    """Lock the jobs ``ids`` until the transaction ends, in id order (``LOCK_IN_ID_ORDER``):
+    before several statements that each change one of them."""
+    if len(ids) < 2:
+        return
+    with connections["default"].cursor() as cursor:
+        cursor.execute(LOCK_IN_ID_ORDER.format(**_names()), {"ids": sorted(set(ids))})
 
 
 def link_dependencies(*, client_id: int, ids: Sequence[UUID]) -> dict[UUID, str]:

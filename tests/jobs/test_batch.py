@@ -9,7 +9,9 @@ from uuid import UUID
 import pytest
 from django.utils import timezone
 
+from apps.jobs import services
 from apps.jobs.models import Job, JobEvent
+from apps.jobs.submission import parse_submission
 from tests.support.errors import assert_error
 from tests.support.tenants import Tenant
 
@@ -87,17 +89,48 @@ def test_a_batch_stores_exactly_what_a_single_submission_stores(tenant: Tenant) 
         metadata={"customer": "ß", "n": "1"},
     )
     single = tenant.post("/api/v1/jobs", rich).json()
-    batch = tenant.post("/api/v1/jobs/batch", {"jobs": [rich, echo("plain")]}).json()["jobs"]
+    # The rich job second: the batch's jobs after the first are built as copies (jobs_build).
+    batch = tenant.post("/api/v1/jobs/batch", {"jobs": [echo("plain"), rich]}).json()["jobs"]
     skip = {"id", "created_at", "request_id", "version"}
     values = {
         job.pk: {f.attname: getattr(job, f.attname) for f in Job._meta.concrete_fields}
         for job in Job.objects.all()
     }
-    from_single, from_batch = values[UUID(single["id"])], values[UUID(batch[0]["id"])]
+    from_single, from_batch = values[UUID(single["id"])], values[UUID(batch[1]["id"])]
     assert {k: v for k, v in from_batch.items() if k not in skip} == {
         k: v for k, v in from_single.items() if k not in skip
     }
     assert from_batch["run_at"].microsecond == 123456
     assert from_batch["metadata"] == {"customer": "ß", "n": "1"}
-    assert values[UUID(batch[1]["id"])]["result"] is None  # SQL NULL, as Django stores None
+    assert values[UUID(batch[0]["id"])]["result"] is None  # SQL NULL, as Django stores None
     assert Job.objects.filter(result__isnull=True).count() == 3
+
+
+def test_a_batch_builds_its_jobs_as_single_submissions_do(tenant: Tenant) -> None:
+    """jobs_build copies the first job's attributes for the others: each job is what
+    job_build makes of its submission, with its own id and no shared mutable value."""
+    now = timezone.now()
+    items = [
+        echo("a"),
+        echo("b", priority="high", metadata={"k": "v"}, concurrency_key="c", concurrency_limit=2),
+        echo("c", run_at=(now + timedelta(hours=1)).isoformat(), webhook_events=["job.failed"]),
+    ]
+    submissions = [parse_submission(item, now=now) for item in items]
+    built = services.jobs_build(client=tenant.client, submissions=submissions, request_id="r")
+    skip = {"id", "created_at", "enqueued_at"}
+    for job, submission in zip(built, submissions, strict=True):
+        alone = services.job_build(client=tenant.client, submission=submission, request_id="r")
+        assert job._state.adding
+        assert job._state.db is None
+        assert {
+            f.attname: getattr(job, f.attname)
+            for f in Job._meta.concrete_fields
+            if f.attname not in skip
+        } == {
+            f.attname: getattr(alone, f.attname)
+            for f in Job._meta.concrete_fields
+            if f.attname not in skip
+        }
+    assert len({job.pk for job in built}) == 3
+    assert built[0].depends_on is not built[1].depends_on
+    assert (built[0].enqueued_at is None, built[2].enqueued_at) == (False, None)

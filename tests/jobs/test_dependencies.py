@@ -345,3 +345,24 @@ def test_the_admin_links_dependencies_and_dependents(tenant: Tenant, admin_clien
     assert f'<a href="/admin/jobs/job/{b}/change/">{b}</a>' in page_a
     page_b = admin_client.get(f"/admin/jobs/job/{b}/change/").content.decode()
     assert f'<a href="/admin/jobs/job/{a}/change/">{a}</a>' in page_b
+
+
+def test_a_dependent_claimed_by_the_round_trip_wakes_no_pool(
+    wakeups: Any, make_tenant: Any
+) -> None:
+    """The worker that releases a dependent and claims it in the same transaction publishes no
+    wake-up for it; a released dependent it does not claim wakes its pool."""
+    tenant = make_tenant()
+    root = tenant.submit().json()["id"]
+    first, second = (tenant.submit(depends_on=[root]).json()["id"] for _ in range(2))
+    claimed = services.job_claim_next(queue="default")
+    assert claimed is not None
+    assert str(claimed.pk) == root
+    wakeups.received()  # the submissions' own
+    _, next_jobs = services.jobs_record_and_claim(
+        outcomes=[Outcome(job=claimed, status=JobStatus.SUCCEEDED, result={})],
+        claim=ClaimRequest(queue="default", size=1),
+    )
+    assert [str(j.pk) for j in next_jobs] == [first]
+    assert wakeups.received() == {"default": 1}  # for ``second`` alone
+    assert Job.objects.get(pk=second).pending_dependencies == 0

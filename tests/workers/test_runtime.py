@@ -136,3 +136,29 @@ def test_run_queue_claims_by_priority_then_age() -> None:
     assert runtime.run_queue("default") == {"succeeded": 3}
     started = sorted(Job.objects.all(), key=lambda j: j.started_at)
     assert [j.pk for j in started] == [high.pk, normal.pk, low.pk]
+
+
+def test_an_outcome_with_dependents_is_recorded_before_the_next_job(settings: Any) -> None:
+    """Outcomes wait for others (the grouping delay, here a minute) unless one's job has
+    dependents: then it is recorded before the next held job starts."""
+    settings.WORKER_FLUSH_DELAY_SECONDS = 60
+    first, second, _third = (echo_job() for _ in range(3))
+    Job.objects.filter(pk=second.pk).update(has_dependents=True)
+    claimed = [services.job_claim_next(queue="default") for _ in range(3)]
+    worker = runtime.WorkerRuntime()
+    worker.estimates.by_type["diagnostics.echo"] = 0.001  # known to be quick
+    a, b, c = claimed
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert (a.pk, b.pk, b.has_dependents) == (first.pk, second.pk, True)
+    worker.held.extend([b, c])
+    worker._done(services.Outcome(job=a, status=JobStatus.SUCCEEDED, result={}))
+    assert worker._next() is b  # a plain outcome waits for company
+    assert Job.objects.get(pk=first.pk).status == JobStatus.RUNNING
+    worker._done(services.Outcome(job=b, status=JobStatus.SUCCEEDED, result={}))
+    assert worker._next() is c  # one with dependents does not
+    assert worker.pending == []
+    assert set(
+        Job.objects.filter(pk__in=[first.pk, second.pk]).values_list("status", flat=True)
+    ) == {JobStatus.SUCCEEDED}
