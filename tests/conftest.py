@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.management.base import CommandError
+from django.test import TransactionTestCase
 from rest_framework.test import APIClient
 
 from apps.clients.services import client_create
@@ -28,6 +30,26 @@ def pytest_configure(config: pytest.Config) -> None:
             "database or broker and empty the others' queues. Unset it for a parallel run (each "
             "worker gets its own Redis database, tests/settings.py), or run with -n 0."
         )
+
+
+# A transactional test ends with a flush: one TRUNCATE of every table. A module's processes that
+# outlive the test (a worker claiming, a scheduler's maintenance step) lock several tables in one
+# statement, so the TRUNCATE can deadlock with one of them and PostgreSQL aborts one side; their
+# side retries by itself, the flush is tried again here (at most three times, deadlocks only).
+_flush = TransactionTestCase._fixture_teardown
+
+
+def _flush_retrying_deadlocks(self: TransactionTestCase) -> None:
+    for attempt in range(3):
+        try:
+            _flush(self)
+            return
+        except CommandError as error:
+            if attempt == 2 or "deadlock detected" not in str(error.__cause__):
+                raise
+
+
+TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks  # type: ignore[method-assign]
 
 
 # The longest files first: pytest-xdist hands out whole files (--dist loadfile) in collection

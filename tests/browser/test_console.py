@@ -8,34 +8,16 @@ import re
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from apps.clients.models import ApiClient
 from apps.jobs.models import Job, JobStatus
 from apps.staff.models import AdminAuditEntry
-from apps.staff.roles import ROLE_GROUPS
 from tests.factories import ApiClientFactory, JobFactory
+from tests.support.browser import log_in, staff
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
-
-PASSWORD = "a-long-test-password-1"
-
-
-def staff(role: str) -> str:
-    user = get_user_model().objects.create_user(f"{role}-1", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=ROLE_GROUPS[role]))
-    return user.username
-
-
-def log_in(page: Any, username: str) -> None:
-    page.goto("/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r".*/admin/$"))
 
 
 def failed_jobs(client: ApiClient, count: int, code: str = "handler_error") -> list[Job]:

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from apps.jobs.models import JobStatus
 from apps.jobs.throughput import finished_counts_roll_up
-from tests.browser.test_console import log_in, staff
 from tests.factories import ApiClientFactory, JobFactory
+from tests.support.browser import log_in, staff
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -9,9 +9,15 @@ missing; without it a browser test fails under CI and skips on a developer's mac
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from apps.staff.roles import ROLE_GROUPS
 from tests.support.prerequisites import missing
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -33,3 +39,21 @@ def chromium_path() -> str:
 def launch_args() -> list[str]:
     # Root (CI, containers) cannot use Chromium's sandbox; /dev/shm is small in containers.
     return ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+
+
+# Staff users for the console's browser tests, and logging one in.
+PASSWORD = "a-long-test-password-1"
+
+
+def staff(role: str) -> str:
+    user = get_user_model().objects.create_user(f"{role}-1", password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get(name=ROLE_GROUPS[role]))
+    return user.username
+
+
+def log_in(page: Any, username: str) -> None:
+    page.goto("/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
